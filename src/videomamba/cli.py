@@ -1,0 +1,52 @@
+"""Command-line entry point: a thin dispatcher over typed functions.
+
+Each sub-command lives in ``videomamba.commands.<module>`` with two functions:
+``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their
+command runs, so ``videomamba info`` does not pay for the video or training stack.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module under videomamba.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("info", "parameters, tokens and GFLOPs of a model"),
+}
+
+
+class CLIError(Exception):
+    """A user-facing error: printed without a traceback, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="videomamba", description="VideoMamba: video understanding "
+                                     "with bidirectional state-space models.")
+    parser.add_argument("--version", action="version", version=f"videomamba {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(_module=module)
+        importlib.import_module(f"videomamba.commands.{module}").add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    module = importlib.import_module(f"videomamba.commands.{args._module}")
+    try:
+        return int(module.run(args) or 0)
+    except (CLIError, FileNotFoundError, ValueError) as e:
+        print(f"videomamba {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

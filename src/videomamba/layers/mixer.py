@@ -1,0 +1,152 @@
+"""The bidirectional Mamba mixer ("bimamba v2"), with the release's parameter names.
+
+Glossary: B batch, L tokens, D model width, E = expand * D inner width, N state size, R dt rank.
+
+The backward branch has its own conv / projections / A / D and scans the sequence in a
+*backward order*. The release flips the whole sequence; KAIST's spatial and temporal reversals
+are other permutations, passed in as an index. Every path computes both branches.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..ops import causal_conv1d, selective_scan
+
+
+class ScanOrder:
+    """How a mixer visits the tokens: ``fwd`` / ``bwd`` are canonical positions in visiting order.
+
+    ``None`` for ``fwd`` means the identity, and ``bwd_is_flip`` marks the plain reversal of the
+    forward order; both take a copy-free (or single-copy) fast path.
+    """
+
+    def __init__(self, fwd: torch.Tensor | None, bwd: torch.Tensor | None, bwd_is_flip: bool):
+        self.fwd, self.bwd, self.bwd_is_flip = fwd, bwd, bwd_is_flip
+        self.fwd_inv = None if fwd is None else torch.argsort(fwd)
+        self.bwd_inv = None if bwd is None else torch.argsort(bwd)
+
+    def to(self, device) -> "ScanOrder":
+        def mv(t):
+            return None if t is None else t.to(device)
+        out = ScanOrder.__new__(ScanOrder)
+        out.fwd, out.bwd, out.bwd_is_flip = mv(self.fwd), mv(self.bwd), self.bwd_is_flip
+        out.fwd_inv, out.bwd_inv = mv(self.fwd_inv), mv(self.bwd_inv)
+        return out
+
+
+FULL_FLIP = ScanOrder(None, None, True)
+
+
+class BiMambaMixer(nn.Module):
+    """(B, L, D) -> (B, L, D). ``merge``: 'sum' (OpenGVLab) or 'mean' (Vim's ``if_divide_out``)."""
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
+                 dt_rank: int | None = None, merge: str = "sum", dt_min: float = 1e-3,
+                 dt_max: float = 0.1, dt_init_floor: float = 1e-4, zero_dt_bias: bool = False,
+                 depth_scale: int = 1):
+        super().__init__()
+        if merge not in ("sum", "mean"):
+            raise ValueError(f"merge must be 'sum' or 'mean', got {merge!r}")
+        self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
+        self.d_inner = E = expand * d_model
+        self.dt_rank = R = dt_rank or math.ceil(d_model / 16)
+        self.merge = merge
+        self.record_delta = False  # set by the model to keep per-direction delta for analysis
+        self.last_delta: tuple[torch.Tensor, torch.Tensor] | None = None
+
+        self.in_proj = nn.Linear(d_model, 2 * E, bias=False)
+        self.out_proj = nn.Linear(E, d_model, bias=False)
+        for sfx in ("", "_b"):
+            conv = nn.Conv1d(E, E, d_conv, groups=E, padding=d_conv - 1, bias=True)
+            x_proj = nn.Linear(E, R + 2 * d_state, bias=False)
+            dt_proj = nn.Linear(R, E, bias=True)
+            setattr(self, "conv1d" + sfx, conv)
+            setattr(self, "x_proj" + sfx, x_proj)
+            setattr(self, "dt_proj" + sfx, dt_proj)
+            # S4D-real init: A[e, n] = -(n + 1); kept as log so that A stays negative.
+            A_log = torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(E, 1)
+            a_name = "A_log" if not sfx else "A_b_log"
+            d_name = "D" if not sfx else "D_b"
+            setattr(self, a_name, nn.Parameter(A_log))
+            setattr(self, d_name, nn.Parameter(torch.ones(E)))
+            getattr(self, a_name)._no_weight_decay = True
+            getattr(self, d_name)._no_weight_decay = True
+        self._init_weights(dt_min, dt_max, dt_init_floor, zero_dt_bias, depth_scale)
+
+    @torch.no_grad()
+    def _init_weights(self, dt_min, dt_max, floor, zero_dt_bias, depth_scale):
+        # Linear layers: trunc_normal(0.02), as the release's _init_weights.
+        for lin in (self.in_proj, self.x_proj, self.x_proj_b):
+            nn.init.trunc_normal_(lin.weight, std=0.02)
+        # out_proj: kaiming_uniform(a=sqrt 5) rescaled by 1/sqrt(depth) (GPT-2 style, as the release).
+        nn.init.kaiming_uniform_(self.out_proj.weight, a=math.sqrt(5))
+        self.out_proj.weight /= math.sqrt(depth_scale)
+        for dt_proj in (self.dt_proj, self.dt_proj_b):
+            nn.init.uniform_(dt_proj.weight, -self.dt_rank ** -0.5, self.dt_rank ** -0.5)
+            # dt bias = softplus^-1(dt), dt log-uniform in [dt_min, dt_max] (Mamba). The release
+            # re-zeroes every Linear bias afterwards, which overwrites this; zero_dt_bias=True
+            # reproduces that quirk. We keep the Mamba init by default: it is what the dt
+            # init was designed for.
+            dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min))
+                           + math.log(dt_min)).clamp(min=floor)
+            dt_proj.bias.copy_(torch.zeros_like(dt) if zero_dt_bias else dt + torch.log(-torch.expm1(-dt)))
+            dt_proj.bias._no_reinit = True
+
+    def _branch(self, x, z, conv, x_proj, dt_proj, A_log, D):
+        """One scan direction on (B, E, L) inputs already in visiting order -> (B, E, L)."""
+        L = x.shape[-1]
+        u = causal_conv1d(x, conv.weight.squeeze(1), conv.bias, activation="silu")     # (B, E, L)
+        x_dbl = F.linear(u.transpose(1, 2), x_proj.weight)                            # (B, L, R+2N)
+        dr, Bm, Cm = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = F.linear(dr, dt_proj.weight).transpose(1, 2)                          # (B, E, L)
+        Bm = Bm.transpose(1, 2).contiguous()                                          # (B, N, L)
+        Cm = Cm.transpose(1, 2).contiguous()
+        A = -torch.exp(A_log.float())                                                 # (E, N)
+        if self.record_delta:
+            full = F.softplus(delta.float() + dt_proj.bias.float()[None, :, None]).detach()
+            self._deltas.append(full)
+        return selective_scan(u, delta.contiguous(), A, Bm, Cm, D.float(), z=z.contiguous(),
+                              delta_bias=dt_proj.bias.float(), delta_softplus=True)
+
+    def forward(self, hidden: torch.Tensor, order: ScanOrder = FULL_FLIP) -> torch.Tensor:
+        # (B, L, D) -> (B, 2E, L), as the release computes it (one matmul, channels first)
+        xz = F.linear(hidden, self.in_proj.weight).transpose(1, 2)
+        if self.record_delta:
+            self._deltas = []
+        # forward direction
+        xz_f = xz if order.fwd is None else xz.index_select(-1, order.fwd)
+        x, z = xz_f.chunk(2, dim=1)
+        y = self._branch(x.contiguous(), z, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D)
+        if order.fwd is not None:
+            y = y.index_select(-1, order.fwd_inv)
+        # backward direction
+        if order.bwd_is_flip:
+            xz_b = xz_f.flip(-1)
+        else:
+            xz_b = xz.index_select(-1, order.bwd)
+        x, z = xz_b.chunk(2, dim=1)
+        y_b = self._branch(x.contiguous(), z, self.conv1d_b, self.x_proj_b, self.dt_proj_b,
+                           self.A_b_log, self.D_b)
+        if order.bwd_is_flip:
+            y_b = y_b.flip(-1)
+            if order.fwd is not None:
+                y_b = y_b.index_select(-1, order.fwd_inv)
+        else:
+            y_b = y_b.index_select(-1, order.bwd_inv)
+        if self.record_delta:
+            d_f, d_b = self._deltas
+            if order.fwd is not None:
+                d_f = d_f.index_select(-1, order.fwd_inv)
+            d_b = d_b.flip(-1) if order.bwd_is_flip else d_b.index_select(-1, order.bwd_inv)
+            if order.bwd_is_flip and order.fwd is not None:
+                d_b = d_b.index_select(-1, order.fwd_inv)
+            self.last_delta = (d_f, d_b)  # each (B, E, L) in canonical token order
+            del self._deltas
+        y = y + y_b
+        if self.merge == "mean":
+            y = y * 0.5
+        return F.linear(y.transpose(1, 2), self.out_proj.weight)                       # (B, L, D)
