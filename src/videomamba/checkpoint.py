@@ -165,7 +165,7 @@ def _init_joint_from_spatial(spatial: torch.Tensor, t: int, how: str) -> torch.T
 
 def checkpoint_filter(state_dict: dict, model, *, inflate: str | None = None,
                       source_cls_position: str = "head", head_indices=None,
-                      report: LoadReport | None = None) -> tuple[dict, LoadReport]:
+                      source_grid: tuple[int, int, int] | None = None, report: LoadReport | None = None) -> tuple[dict, LoadReport]:
     """Adapt ``state_dict`` (already unwrapped) to ``model``. Pure: inputs are not modified.
 
     inflate: 'centre' (kernel in the middle frame, zeros elsewhere) or 'average' (copied k times
@@ -174,6 +174,8 @@ def checkpoint_filter(state_dict: dict, model, *, inflate: str | None = None,
     source_cls_position: where the checkpoint's cls row sits in ``pos_embed`` ('head' or
     'middle' for Vim).
     head_indices: class indices to slice from a larger head (e.g. K710 -> K400).
+    source_grid: the checkpoint's (t, h, w) token grid when known (our own format records it);
+    without it a joint table's grid is inferred from its length and the model's spatial grid.
     """
     cfg = model.cfg
     report = report or LoadReport()
@@ -234,27 +236,38 @@ def checkpoint_filter(state_dict: dict, model, *, inflate: str | None = None,
                 new = resample_spatial_pos(patch, (_square(patch.shape[1]),) * 2, (h0, w0))
                 note = [] if patch.shape[1] == h0 * w0 else [f"spatial {patch.shape[1]}->{h0 * w0} bicubic"]
             else:  # joint
-                if patch is not None:
+                tp_src = sd.get("temporal_pos_embedding")
+                if source_grid is not None and source_grid[0] > 1:
+                    ts, hs, ws = source_grid
+                    c_src = pe.shape[1] - ts * hs * ws
+                    if c_src not in (0, 1):
+                        raise CheckpointError(f"pos_embed: checkpoint table {tuple(pe.shape)} does not fit "
+                                              f"the stated source grid {tuple(source_grid)}")
+                    cls_row, patch = (pe[:, :1] if c_src else None), None
+                    new = resample_joint_pos(pe[:, c_src:], (ts, hs, ws), (t0, h0, w0))
+                    note = [] if (ts, hs, ws) == (t0, h0, w0) else [f"joint {(ts, hs, ws)}->{(t0, h0, w0)} trilinear"]
+                elif patch is not None:
                     sq = _square(patch.shape[1])
                     sp = resample_spatial_pos(patch, (sq, sq), (h0, w0))
-                    how = cfg.joint_pos_init
-                    if how == "random":
+                    note = [] if sq == h0 else [f"spatial {sq * sq}->{h0 * w0} bicubic"]
+                    if tp_src is not None:      # factorised source: joint = spatial + temporal per frame
+                        tp = resample_temporal_pos(tp_src, t0)
+                        new = (sp.unsqueeze(1) + tp.unsqueeze(2)).reshape(1, t0 * h0 * w0, -1)
+                        note.insert(0, "joint table = spatial + temporal tables of a factorised checkpoint")
+                    elif cfg.joint_pos_init == "random":
                         new, note = None, ["image table not used (joint_pos_init='random')"]
                     else:
-                        new = _init_joint_from_spatial(sp, t0, how)
-                        note = [f"joint table from image table ({how}, {t0} frames)"]
-                        if sq != h0:
-                            note.append(f"spatial {sq * sq}->{h0 * w0} bicubic")
+                        new = _init_joint_from_spatial(sp, t0, cfg.joint_pos_init)
+                        note.insert(0, f"joint table from image table ({cfg.joint_pos_init}, {t0} frames)")
                 else:
-                    n = pe.shape[1]
-                    c_src = 1 if (n - 1) % (h0 * w0) == 0 and n % (h0 * w0) else 0
+                    n, S = pe.shape[1], h0 * w0
+                    c_src = 1 if (n - 1) % S == 0 and n % S else 0
                     cls_row = pe[:, :1] if c_src else None
-                    rows = pe[:, c_src:]
-                    if rows.shape[1] % (h0 * w0):
+                    if (n - c_src) % S:
                         raise CheckpointError(f"pos_embed: cannot read checkpoint table {tuple(pe.shape)} as "
-                                              f"t*{h0 * w0} joint positions")
-                    t_src = rows.shape[1] // (h0 * w0)
-                    new = resample_joint_pos(rows, (t_src, h0, w0), (t0, h0, w0))
+                                              f"t*{S} joint positions (pass source_grid=(t, h, w))")
+                    t_src = (n - c_src) // S
+                    new = resample_joint_pos(pe[:, c_src:], (t_src, h0, w0), (t0, h0, w0))
                     note = [] if t_src == t0 else [f"joint {t_src}->{t0} frames trilinear"]
             if new is not None:
                 if c:
@@ -279,6 +292,8 @@ def checkpoint_filter(state_dict: dict, model, *, inflate: str | None = None,
             if new.shape[1] != tp.shape[1]:
                 report.adapted[key] = f"{tp.shape[1]}->{t0} frames linear"
             out[key] = new
+        elif cfg.pos_embed == "joint" and "pos_embed" in out:
+            report.adapted[key] = "folded into the joint pos_embed"
         else:
             report.unexpected.append(key)
     if "cls_token" in sd and "cls_token" not in target:
@@ -389,6 +404,8 @@ def load_pretrained_dir(directory: str | os.PathLike, name_or_config=None, **ove
     if overrides:
         cfg = cfg.replace(**overrides)
     model = VideoMamba(cfg)
-    report = load_checkpoint(model, Path(directory) / WEIGHTS_NAME, strict=not overrides)
+    src = load_config_dir(directory)
+    report = load_checkpoint(model, Path(directory) / WEIGHTS_NAME, strict=not overrides,
+                             source_grid=src.grid if src.pos_embed == "joint" else None)
     model.load_report = report
     return model

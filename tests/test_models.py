@@ -1,0 +1,216 @@
+"""Backbone: presets, switches, API, resampling, scan orders (with hand-computed permutations)."""
+import pytest
+import torch
+
+import videomamba as vm
+from videomamba.layers import FULL_FLIP, BiMambaMixer, ScanOrder
+from videomamba.models import build_scan_orders
+
+SMALL = dict(embed_dim=32, depth=2, num_classes=5, num_frames=4, img_size=32)
+
+
+def small(name="videomamba_tiny", **kw):
+    torch.manual_seed(0)
+    return vm.create_model(name, **{**SMALL, **kw})
+
+
+def test_registry_lists_all_presets():
+    names = vm.list_models()
+    for n in ["videomamba_tiny", "videomamba_small", "videomamba_middle", "videomamba_image_tiny",
+              "videomamba_image_small", "videomamba_image_middle", "videomamba_kaist_tiny",
+              "videomamba_kaist_small"]:
+        assert n in names
+    assert vm.list_models("*kaist*") == ["videomamba_kaist_small", "videomamba_kaist_tiny"]
+    with pytest.raises(ValueError, match="unknown model"):
+        vm.create_model("videomamba_huge")
+
+
+@pytest.mark.parametrize("name", ["videomamba_tiny", "videomamba_kaist_tiny"])
+def test_preset_shapes_and_grads(name):
+    model = small(name)
+    x = torch.randn(2, 3, 4, 32, 32)
+    out = model(x)
+    assert out.shape == (2, 5) and torch.isfinite(out).all()
+    out.sum().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None]
+    assert no_grad == []
+
+
+def test_image_model_takes_4d_input():
+    model = small("videomamba_image_tiny")
+    assert model.temporal_pos_embedding is None
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+    with pytest.raises(ValueError, match="image model got 4 frames"):
+        model(torch.randn(1, 3, 4, 32, 32))
+
+
+SWITCHES = [
+    dict(scan_order="temporal_first"),
+    dict(scan_order="spatiotemporal_v1"),
+    dict(scan_order="spatiotemporal_v2"),
+    dict(backward_order="spatial_reversal"),
+    dict(backward_order="temporal_reversal"),
+    dict(pos_embed="joint"), dict(pos_embed="sinusoidal"), dict(pos_embed="none"),
+    dict(cls_position="middle"), dict(cls_position="none"),
+    dict(merge="mean"), dict(tubelet_size=2), dict(drop_path_rate=0.2),
+]
+
+
+@pytest.mark.parametrize("kw", SWITCHES, ids=lambda d: "-".join(f"{k}={v}" for k, v in d.items()))
+def test_every_switch_runs_and_trains(kw):
+    model = small(**kw).train()
+    out = model(torch.randn(2, 3, 4, 32, 32))
+    assert out.shape == (2, 5) and torch.isfinite(out).all()
+    out.square().sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_switch_validation_messages():
+    with pytest.raises(ValueError, match="scan_order='diagonal' is not valid"):
+        vm.create_model("videomamba_tiny", scan_order="diagonal")
+    with pytest.raises(ValueError, match="img_size=33 is not a multiple of patch_size=16"):
+        vm.create_model("videomamba_tiny", img_size=33)
+    model = small()
+    with pytest.raises(ValueError, match=r"expected input \(B, 3, T, H, W\)"):
+        model(torch.randn(2, 4, 4, 32, 32))
+    with pytest.raises(ValueError, match="not a multiple of patch_size"):
+        model(torch.randn(1, 3, 4, 40, 40))
+
+
+def test_hand_computed_scan_orders():
+    """t=2 frames of S=3 tokens, cls at index 0: canonical positions cls=0, (0,s)=1+s, (1,s)=4+s."""
+    def orders(**kw):
+        cfg = vm.get_config("videomamba_tiny", depth=1, **kw)
+        (o,), = build_scan_orders(cfg, t=2, S=3, cls_index=0)
+        return o
+    assert orders() is FULL_FLIP
+    o = orders(backward_order="spatial_reversal")            # frames in order, each reversed
+    assert o.fwd is None and o.bwd.tolist() == [3, 2, 1, 6, 5, 4, 0]
+    o = orders(backward_order="temporal_reversal")           # frames reversed, order within kept
+    assert o.bwd.tolist() == [4, 5, 6, 1, 2, 3, 0]
+    o = orders(scan_order="temporal_first")                  # location-major: s*t + i
+    assert o.fwd.tolist() == [0, 1, 4, 2, 5, 3, 6] and o.bwd_is_flip
+    cfg = vm.get_config("videomamba_tiny", depth=4, scan_order="spatiotemporal_v1")
+    per_layer = build_scan_orders(cfg, t=2, S=3, cls_index=0)
+    assert [o[0].fwd is None for o in per_layer] == [True, False, True, False]
+
+
+def test_mixer_order_equals_permuted_input():
+    """Scanning in order `perm` equals permuting the tokens, scanning plainly and un-permuting."""
+    torch.manual_seed(0)
+    mixer = BiMambaMixer(16).eval()
+    x = torch.randn(2, 7, 16)
+    perm = torch.tensor([0, 1, 4, 2, 5, 3, 6])
+    inv = torch.argsort(perm)
+    expected = mixer(x[:, perm])[:, inv]
+    got = mixer(x, ScanOrder(perm, None, True))
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+    # an explicit full-flip index is the same as the flip fast path
+    explicit = ScanOrder(None, torch.arange(6, -1, -1), False)
+    torch.testing.assert_close(mixer(x, explicit), mixer(x), atol=1e-6, rtol=1e-5)
+
+
+def test_middle_cls_position_and_mean_pool():
+    m = small(cls_position="middle")
+    tokens = m.forward_features(torch.randn(1, 3, 4, 32, 32))
+    assert tokens.shape[1] == 1 + 4 * 4 and m.cls_index(16) == 8
+    torch.testing.assert_close(m.forward_head(tokens, pre_logits=True), tokens[:, 8])
+    m = small(cls_position="none")
+    tokens = m.forward_features(torch.randn(1, 3, 4, 32, 32))
+    assert tokens.shape[1] == 16
+    torch.testing.assert_close(m.forward_head(tokens, pre_logits=True), tokens.mean(1))
+
+
+def test_other_frame_counts_and_resolutions():
+    """Users' #71/#118: a model built for 4 frames at 32 px runs 8 frames at 48 px, and agrees
+    with a model built for 8 frames at 48 px whose tables were resampled at load time."""
+    for kw in ({}, dict(pos_embed="joint", tubelet_size=2)):
+        m = small(**kw).eval()
+        x = torch.randn(1, 3, 8, 48, 48)
+        out = m(x)
+        assert out.shape == (1, 5) and torch.isfinite(out).all()
+        big = vm.create_model("videomamba_tiny", **{**SMALL, **kw, "num_frames": 8, "img_size": 48})
+        vm.load_checkpoint(big, m.state_dict(), source_grid=m.cfg.grid)
+        torch.testing.assert_close(big.eval()(x), out, atol=1e-5, rtol=1e-5)
+
+
+def test_grad_checkpointing_matches():
+    m = small(drop_path_rate=0.0).train()
+    x = torch.randn(2, 3, 4, 32, 32)
+    ref = m(x)
+    ref.sum().backward()
+    g_ref = {n: p.grad.clone() for n, p in m.named_parameters()}
+    m.zero_grad()
+    m.set_grad_checkpointing(True)
+    out = m(x)
+    out.sum().backward()
+    torch.testing.assert_close(out, ref)
+    for n, p in m.named_parameters():
+        torch.testing.assert_close(p.grad, g_ref[n], msg=n)
+
+
+def test_drop_path_schedule():
+    m = small(depth=4, drop_path_rate=0.3)
+    rates = [blk.drop_path.p for blk in m.layers]
+    assert rates == pytest.approx([0.0, 0.0, 0.1, 0.2])      # ([0] + linspace(0, r, depth))[i]
+    assert m.drop_path_rate == 0.3
+
+
+def test_api_weight_decay_and_layer_ids():
+    m = small()
+    nwd = m.no_weight_decay()
+    for k in ["pos_embed", "cls_token", "temporal_pos_embedding", "layers.0.mixer.A_log",
+              "layers.0.mixer.A_b_log", "layers.0.mixer.D", "layers.1.mixer.D_b", "layers.0.norm.weight",
+              "norm_f.weight", "head.bias", "layers.0.mixer.dt_proj.bias", "patch_embed.proj.bias"]:
+        assert k in nwd, k
+    assert "layers.0.mixer.in_proj.weight" not in nwd and "head.weight" not in nwd
+    assert m.layer_id("pos_embed") == 0 and m.layer_id("layers.1.mixer.D") == 2
+    assert m.layer_id("head.weight") == 3 == m.num_layers - 1
+    m.reset_classifier(7)
+    assert m(torch.randn(1, 3, 4, 32, 32)).shape == (1, 7)
+    m.reset_classifier(0)
+    assert m(torch.randn(1, 3, 4, 32, 32)).shape == (1, 32)
+
+
+def test_record_deltas_matches_manual_computation():
+    m = small().eval()
+    x = torch.randn(1, 3, 4, 32, 32)
+    logits, deltas = m.forward_deltas(x)
+    torch.testing.assert_close(logits, m(x))
+    assert len(deltas) == 2 and deltas[0][0].shape == (1, 64, 17)
+    # layer 0 forward direction, by hand: embeddings -> norm -> in_proj -> conv -> x_proj -> dt
+    with torch.no_grad():
+        tok = m.patch_embed(x).flatten(2).transpose(1, 2)                       # (1, 16, D)
+        tok = tok + m.pos_embed[:, 1:].repeat(1, 4, 1) + m.temporal_pos_embedding.repeat_interleave(4, 1)
+        tok = torch.cat([m.cls_token + m.pos_embed[:, :1], tok], 1)
+        mix = m.layers[0].mixer
+        h = m.layers[0].norm(tok)
+        xx = (h @ mix.in_proj.weight.t())[..., :64].transpose(1, 2)
+        u = torch.nn.functional.silu(mix.conv1d(xx)[..., :17])
+        dr = (u.transpose(1, 2) @ mix.x_proj.weight.t())[..., :mix.dt_rank]
+        delta = torch.nn.functional.softplus(dr @ mix.dt_proj.weight.t() + mix.dt_proj.bias).transpose(1, 2)
+    torch.testing.assert_close(deltas[0][0], delta, atol=1e-5, rtol=1e-4)
+    assert (deltas[1][1] > 0).all()
+
+
+def test_masked_forward_keeps_visible_tokens_only():
+    m = small().eval()
+    x = torch.randn(2, 3, 4, 32, 32)
+    mask = torch.zeros(2, 16, dtype=torch.bool)
+    mask[0, :8] = True
+    mask[1, 8:] = True
+    out, hidden = m.forward_features(x, mask=mask, return_hidden=True)
+    assert out.shape == (2, 9, 32) and hidden.shape == (2, 9, 32)
+    bad = mask.clone()
+    bad[1, 0] = True
+    with pytest.raises(ValueError, match="same number of tokens"):
+        m.forward_features(x, mask=bad)
+
+
+def test_bf16_autocast_cpu():
+    m = small()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(torch.randn(2, 3, 4, 32, 32))
+    assert torch.isfinite(out.float()).all()
+    ref = m(torch.randn(2, 3, 4, 32, 32))
+    assert ref.dtype == torch.float32
