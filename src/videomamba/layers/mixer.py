@@ -17,6 +17,17 @@ import torch.nn.functional as F
 from ..ops import causal_conv1d, selective_scan
 
 
+def _wmm(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """weight (M, K) @ x (B, K, L) -> (B, M, L), written straight into channels-first memory.
+
+    ``torch.matmul`` computes x^T W^T and then copies the transpose; mm / bmm with the weight on
+    the left produce the layout directly (x may be a transposed view: BLAS reads it as is).
+    """
+    if x.shape[0] == 1:
+        return torch.mm(weight, x[0]).unsqueeze(0)
+    return torch.bmm(weight.expand(x.shape[0], -1, -1), x)
+
+
 class ScanOrder:
     """How a mixer visits the tokens: ``fwd`` / ``bwd`` are canonical positions in visiting order.
 
@@ -97,30 +108,30 @@ class BiMambaMixer(nn.Module):
             dt_proj.bias._no_reinit = True
 
     def _branch(self, x, z, conv, x_proj, dt_proj, A_log, D):
-        """One scan direction on (B, E, L) inputs already in visiting order -> (B, E, L)."""
-        L = x.shape[-1]
+        """One scan direction on (B, E, L) inputs already in visiting order -> (B, E, L).
+
+        Projections multiply with the weight on the left so that every activation comes out
+        channels-first and contiguous: no transposes or copies between the ops.
+        """
         u = causal_conv1d(x, conv.weight.squeeze(1), conv.bias, activation="silu")     # (B, E, L)
-        x_dbl = F.linear(u.transpose(1, 2), x_proj.weight)                            # (B, L, R+2N)
-        dr, Bm, Cm = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = F.linear(dr, dt_proj.weight).transpose(1, 2)                          # (B, E, L)
-        Bm = Bm.transpose(1, 2).contiguous()                                          # (B, N, L)
-        Cm = Cm.transpose(1, 2).contiguous()
-        A = -torch.exp(A_log.float())                                                 # (E, N)
+        x_dbl = _wmm(x_proj.weight, u)                                              # (B, R+2N, L)
+        dr, Bm, Cm = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
+        delta = _wmm(dt_proj.weight, dr)                                            # (B, E, L)
+        A = -torch.exp(A_log.float())                                                # (E, N)
         if self.record_delta:
-            full = F.softplus(delta.float() + dt_proj.bias.float()[None, :, None]).detach()
-            self._deltas.append(full)
-        return selective_scan(u, delta.contiguous(), A, Bm, Cm, D.float(), z=z.contiguous(),
+            self._deltas.append(F.softplus(delta.float() + dt_proj.bias.float()[None, :, None]).detach())
+        return selective_scan(u, delta, A, Bm.contiguous(), Cm.contiguous(), D.float(), z=z,
                               delta_bias=dt_proj.bias.float(), delta_softplus=True)
 
     def forward(self, hidden: torch.Tensor, order: ScanOrder = FULL_FLIP) -> torch.Tensor:
-        # (B, L, D) -> (B, 2E, L), as the release computes it (one matmul, channels first)
-        xz = F.linear(hidden, self.in_proj.weight).transpose(1, 2)
+        # (B, L, D) -> (B, 2E, L) contiguous, as the release computes it (weight @ hidden^T)
+        xz = _wmm(self.in_proj.weight, hidden.transpose(1, 2))
         if self.record_delta:
             self._deltas = []
         # forward direction
         xz_f = xz if order.fwd is None else xz.index_select(-1, order.fwd)
         x, z = xz_f.chunk(2, dim=1)
-        y = self._branch(x.contiguous(), z, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D)
+        y = self._branch(x, z, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D)
         if order.fwd is not None:
             y = y.index_select(-1, order.fwd_inv)
         # backward direction
@@ -129,7 +140,7 @@ class BiMambaMixer(nn.Module):
         else:
             xz_b = xz.index_select(-1, order.bwd)
         x, z = xz_b.chunk(2, dim=1)
-        y_b = self._branch(x.contiguous(), z, self.conv1d_b, self.x_proj_b, self.dt_proj_b,
+        y_b = self._branch(x, z, self.conv1d_b, self.x_proj_b, self.dt_proj_b,
                            self.A_b_log, self.D_b)
         if order.bwd_is_flip:
             y_b = y_b.flip(-1)
