@@ -12,6 +12,7 @@ POS_EMBEDS = ("factorised", "joint", "sinusoidal", "none")
 JOINT_POS_INITS = ("expand", "interpolate_spatial", "interpolate_dim", "random")
 CLS_POSITIONS = ("head", "middle", "none")
 MERGES = ("sum", "mean")
+RECOMPUTE = ("auto", "always", "never")
 
 _ALIASES = {  # accepted spellings -> canonical
     "spatial-first": "spatial_first", "temporal-first": "temporal_first",
@@ -64,7 +65,8 @@ class VideoMambaConfig:
     drop_path_rate: float = 0.0
     norm_eps: float = 1e-5
     zero_dt_bias: bool = False            # reproduce the release's re-zeroed dt bias at init
-    grad_checkpointing: bool = False
+    grad_checkpointing: bool = False     # recompute whole blocks in backward (least memory)
+    mixer_recompute: str = "auto"        # recompute mixer intermediates in backward: auto|always|never
     extra: dict = field(default_factory=dict)  # free-form metadata (class names, source, ...)
 
     def __post_init__(self):
@@ -74,6 +76,7 @@ class VideoMambaConfig:
         self.joint_pos_init = _choice("joint_pos_init", self.joint_pos_init, JOINT_POS_INITS)
         self.cls_position = _choice("cls_position", self.cls_position, CLS_POSITIONS)
         self.merge = _choice("merge", self.merge, MERGES)
+        self.mixer_recompute = _choice("mixer_recompute", self.mixer_recompute, RECOMPUTE)
         for k in ("embed_dim", "depth", "num_frames", "img_size", "patch_size", "tubelet_size",
                   "in_chans", "d_state", "d_conv", "expand"):
             v = getattr(self, k)

@@ -91,7 +91,7 @@ class VideoMamba(nn.Module):
         self.layers = nn.ModuleList([
             Block(D, BiMambaMixer(D, cfg.d_state, cfg.d_conv, cfg.expand, cfg.dt_rank, cfg.merge,
                                   zero_dt_bias=cfg.zero_dt_bias, depth_scale=cfg.depth),
-                  drop_path=inter[i], eps=cfg.norm_eps)
+                  drop_path=inter[i], eps=cfg.norm_eps, mixer_recompute=cfg.mixer_recompute)
             for i in range(cfg.depth)])
         self.drop_path_rate = cfg.drop_path_rate
         self.norm_f = RMSNorm(D, cfg.norm_eps)
