@@ -13,6 +13,15 @@ import sys
 # name -> (module under videomamba.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("info", "parameters, tokens and GFLOPs of a model"),
+    "benchmark": ("benchmark", "time and peak memory against peer models (JSON, markdown, plots)"),
+    "make-synthetic": ("make_synthetic", "write the order-dependent synthetic video dataset"),
+    "demo": ("demo", "synthetic data -> train -> evaluate -> predict, on a CPU in minutes"),
+    "train": ("train", "train or fine-tune from a YAML config plus key=value overrides"),
+    "eval": ("eval", "multi-view evaluation: top-1/top-5, per-class accuracy, confusion matrix"),
+    "predict": ("predict", "top-k labels for video files of any length"),
+    "convert": ("convert", "original checkpoint -> model.safetensors + config.json"),
+    "pretrain": ("pretrain", "masked pretraining: align visible tokens to a frozen teacher"),
+    "analyze": ("analyze", "KAIST analyses: frame reordering, Delta maps, scan-order ablation"),
 }
 
 

@@ -8,7 +8,8 @@ always visible. Every sample masks exactly the same number of tokens, which the 
 batch the visible tokens as one (B, N_vis, D) tensor.
 
 Counts follow the release's generators (int() truncates, so the visible share is never below
-1 - ratio):
+1 - ratio; the count is int(ratio * N) with N multiplied out first, as there: 0.7 * 3 * 20
+truncates to 41 but 0.7 * 60 to 42):
 
 - ``random``:    int(ratio * N) tokens anywhere in the clip.
 - ``tube``:      int(ratio * S) locations, the same in every frame ("tube" through time).
@@ -61,7 +62,7 @@ def num_masked(kind: str, grid: tuple[int, int, int], ratio: float) -> int:
     kind = canonical_mask_type(kind)
     S = h * w
     if kind == "random":
-        return int(ratio * t * S)
+        return int(ratio * (t * S))
     if kind in ("tube", "attention"):
         return t * int(ratio * S)
     return t * int(ratio * h) * w
@@ -87,7 +88,7 @@ def make_mask(kind: str, batch_size: int, grid: tuple[int, int, int], ratio: flo
         return torch.rand(*shape, generator=generator)
 
     if kind == "random":
-        mask = _choose(rand(B, t * S), int(ratio * t * S))
+        mask = _choose(rand(B, t * S), int(ratio * (t * S)))
     elif kind == "tube":
         mask = _choose(rand(B, 1, S), int(ratio * S)).expand(B, t, S).reshape(B, t * S)
     elif kind == "frame_row":

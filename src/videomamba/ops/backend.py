@@ -1,39 +1,208 @@
-"""The one place that decides which selective-scan implementation runs.
+"""The one place that decides which kernel runs.
 
-Order for ``auto``: mamba_ssm's CUDA kernel for CUDA tensors when it imports; the compiled CPU
-kernel for CPU tensors when it builds; otherwise the pure-torch chunked scan. Every backend
-computes the same function (both scan directions are the caller's business and never dropped).
-Override with ``backend=`` or the ``VIDEOMAMBA_SCAN_BACKEND`` environment variable
-(``auto``, ``ref``, ``torch``, ``cpu``, ``cuda``).
+Backends (``backend=`` argument, else the ``VIDEOMAMBA_SCAN_BACKEND`` environment variable, else
+``auto``):
+
+- ``auto``: mamba_ssm's CUDA kernels for CUDA tensors when they import; the compiled CPU kernel
+  for CPU tensors when it builds; otherwise the pure-torch chunked scan, with one warning.
+- ``ref``: the sequential oracle (slow; for tests and debugging).
+- ``torch``: the pure-torch chunked scan (any device, no compiler).
+- ``cpu`` / ``cuda``: that kernel or a clear error; never a silent fallback.
+
+Every backend computes the same function; both scan directions are the caller's business and
+are never dropped. The causal conv follows the same choice, except that a missing
+``causal_conv1d`` under ``cuda`` falls back to torch with a warning (the scan, the costly part,
+still runs its kernel).
 """
 from __future__ import annotations
 
 import os
 import warnings
 
+import torch
+
 ENV_VAR = "VIDEOMAMBA_SCAN_BACKEND"
 BACKENDS = ("auto", "ref", "torch", "cpu", "cuda")
 _warned: set[str] = set()
+_import_cache: dict[str, tuple[object, str | None]] = {}
 
 
 def _warn_once(key: str, msg: str) -> None:
     if key not in _warned:
         _warned.add(key)
-        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        warnings.warn(msg, RuntimeWarning, stacklevel=4)
+
+
+def _reset() -> None:
+    """Forget warnings and import probes (tests)."""
+    _warned.clear()
+    _import_cache.clear()
 
 
 def requested_backend(backend: str | None = None) -> str:
-    name = (backend or os.environ.get(ENV_VAR) or "auto").lower()
+    """The backend asked for: the argument, else the environment variable, else ``auto``."""
+    name = (backend or os.environ.get(ENV_VAR) or "auto").strip().lower()
     if name not in BACKENDS:
-        raise ValueError(f"unknown scan backend {name!r} (from {'argument' if backend else ENV_VAR}); "
-                         f"expected one of {', '.join(BACKENDS)}")
+        src = "backend argument" if backend else f"environment variable {ENV_VAR}"
+        raise ValueError(f"unknown scan backend {name!r} (from the {src}); expected one of "
+                         f"{', '.join(BACKENDS)}")
     return name
 
 
-def get_scan_impl(backend: str | None, u):
-    from .selective_scan import selective_scan_ref
+def _probe(key: str, importer):
+    """(object, None) if ``importer()`` works, else (None, reason); cached per process."""
+    if key not in _import_cache:
+        try:
+            _import_cache[key] = (importer(), None)
+        except Exception as e:  # noqa: BLE001 - a broken install must read as "unavailable"
+            _import_cache[key] = (None, f"{type(e).__name__}: {e}")
+    return _import_cache[key]
 
+
+def cuda_scan_kernel():
+    """(mamba_ssm's ``selective_scan_fn``, None) or (None, why not)."""
+    def imp():
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+        return selective_scan_fn
+    return _probe("mamba_ssm", imp)
+
+
+def cuda_conv_kernel():
+    """(``causal_conv1d_fn``, None) or (None, why not)."""
+    def imp():
+        from causal_conv1d import causal_conv1d_fn
+        return causal_conv1d_fn
+    return _probe("causal_conv1d", imp)
+
+
+def cpu_kernel_status(build: bool = True) -> tuple[bool | None, str]:
+    """(True, detail) if the compiled CPU kernel is usable; (None, ...) when not built yet and
+    ``build`` is False; (False, reason) when the build failed."""
+    from . import cpu_kernel
+
+    if cpu_kernel._module is not None:
+        secs = cpu_kernel.build_seconds()
+        return True, "compiled kernel loaded" + (f" (built in {secs:.0f} s)" if secs else "")
+    if cpu_kernel.load_error() is not None:
+        return False, cpu_kernel.load_error()
+    if not build:
+        if cpu_kernel.is_built():
+            return None, "compiled kernel cached, loads on first CPU scan"
+        return None, "not built yet: compiles on the first CPU scan (about a minute, once)"
+    mod = cpu_kernel.load()
+    return (True, "compiled kernel loaded") if mod is not None else (False, cpu_kernel.load_error())
+
+
+def resolve(backend: str | None, device: torch.device | str) -> str:
+    """The concrete scan implementation, one of ``ref``, ``torch``, ``cpu``, ``cuda``."""
     name = requested_backend(backend)
+    dev = torch.device(device).type
+    if name in ("ref", "torch"):
+        return name
+    if name == "cpu":
+        if dev != "cpu":
+            raise ValueError(f"scan backend 'cpu' needs CPU tensors, got {dev} tensors")
+        ok, why = cpu_kernel_status(build=True)
+        if not ok:
+            raise RuntimeError(f"scan backend 'cpu' was requested but the CPU kernel is "
+                               f"unavailable: {why}")
+        return "cpu"
+    if name == "cuda":
+        if dev != "cuda":
+            raise ValueError(f"scan backend 'cuda' needs CUDA tensors, got {dev} tensors")
+        fn, why = cuda_scan_kernel()
+        if fn is None:
+            raise RuntimeError(f"scan backend 'cuda' was requested but mamba_ssm is unavailable "
+                               f"({why}); install mamba-ssm, or use 'torch'")
+        return "cuda"
+    # auto
+    if dev == "cuda":
+        fn, why = cuda_scan_kernel()
+        if fn is not None:
+            return "cuda"
+        _warn_once("auto-cuda", f"mamba_ssm is not importable ({why}); the selective scan runs "
+                   "the pure-torch path on CUDA, which is slower. Install mamba-ssm and "
+                   "causal-conv1d for the fused kernels.")
+        return "torch"
+    if dev == "cpu":
+        ok, why = cpu_kernel_status(build=True)
+        if ok:
+            return "cpu"
+        _warn_once("auto-cpu", f"the compiled CPU scan kernel is unavailable ({why}); using the "
+                   "pure-torch scan, several times slower.")
+        return "torch"
+    return "torch"
+
+
+def get_scan_impl(backend: str | None, u: torch.Tensor):
+    """The scan function for ``u``'s device under ``backend`` (see :func:`resolve`)."""
+    name = resolve(backend, u.device)
     if name == "ref":
+        from .selective_scan import selective_scan_ref
         return selective_scan_ref
-    return selective_scan_ref
+    if name == "torch":
+        from .scan_torch import selective_scan_torch
+        return selective_scan_torch
+    if name == "cpu":
+        from .cpu_kernel import selective_scan_cpu
+        return selective_scan_cpu
+    from .scan_cuda import selective_scan_cuda
+    return selective_scan_cuda
+
+
+def resolve_conv(backend: str | None, device: torch.device | str, width: int) -> str:
+    """The causal-conv implementation: ``ref`` (F.conv1d), ``cpu`` or ``cuda``."""
+    name = requested_backend(backend)
+    dev = torch.device(device).type
+    if name in ("ref", "torch"):
+        return "ref"
+    if dev == "cuda" and name in ("auto", "cuda"):
+        fn, why = cuda_conv_kernel()
+        if fn is not None and 2 <= width <= 4:  # causal_conv1d's kernels cover widths 2..4
+            return "cuda"
+        _warn_once("conv-cuda", "causal_conv1d is not importable or does not cover width "
+                   f"{width} ({why or 'width'}); the causal conv runs F.conv1d.")
+        return "ref"
+    if dev == "cpu" and name in ("auto", "cpu"):
+        # The scan's resolution already warned or raised if the kernel is missing.
+        ok, _ = cpu_kernel_status(build=True)
+        if ok:
+            return "cpu"
+        if name == "cpu":
+            raise RuntimeError("backend 'cpu' was requested but the CPU kernels are unavailable: "
+                               f"{cpu_kernel_status(build=False)[1]}")
+    return "ref"
+
+
+def available_backends(device: str = "cpu", build: bool = True) -> list[str]:
+    """Concrete scan backends usable for tensors on ``device`` (building the CPU kernel if needed)."""
+    dev = torch.device(device).type
+    out = ["ref", "torch"]
+    if dev == "cpu" and cpu_kernel_status(build=build)[0]:
+        out.append("cpu")
+    if dev == "cuda" and cuda_scan_kernel()[0] is not None:
+        out.append("cuda")
+    return out
+
+
+def describe_backends(build: bool = False) -> dict[str, str]:
+    """A JSON-friendly summary for ``videomamba info``; does not compile unless ``build``."""
+    try:
+        requested = requested_backend()
+    except ValueError as e:
+        requested = f"invalid: {e}"
+    cpu_ok, cpu_detail = cpu_kernel_status(build=build)
+    cuda_fn, cuda_why = cuda_scan_kernel()
+    conv_fn, conv_why = cuda_conv_kernel()
+    cuda_dev = torch.cuda.is_available()
+    if cuda_fn is not None:
+        cuda = "mamba_ssm kernels importable" + ("" if cuda_dev else " (no CUDA device visible)")
+        cuda += "; causal_conv1d " + ("importable" if conv_fn is not None else f"missing ({conv_why})")
+    else:
+        cuda = f"unavailable: {cuda_why}"
+    cpu = {True: "available: ", False: "unavailable: ", None: ""}[cpu_ok] + cpu_detail
+    auto_cpu = "cpu" if cpu_ok in (True, None) else "torch (fallback)"
+    auto_cuda = "cuda" if cuda_fn is not None else "torch (fallback)"
+    return {"requested": requested, "auto_on_cpu": auto_cpu, "auto_on_cuda": auto_cuda,
+            "cpu": cpu, "cuda": cuda, "torch": "available: pure torch, any device",
+            "ref": "available: sequential oracle (slow)"}

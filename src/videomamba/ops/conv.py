@@ -1,18 +1,49 @@
-"""Causal depthwise conv1d: x (B, E, L), weight (E, K), bias (E,) -> (B, E, L)."""
+"""Causal depthwise conv1d: x (B, E, L), weight (E, K), bias (E,) -> (B, E, L) in x's dtype.
+
+Glossary: B batch, E channels, L length, K kernel width.
+
+out[b, e, t] = act(bias[e] + sum_k weight[e, k] * x[b, e, t - (K - 1) + k]), zeros before t = 0,
+act = SiLU or identity, as ``causal_conv1d_fn``. The reference is F.conv1d; the compiled CPU
+kernel (fused SiLU, saves only the inputs) was 2-3x faster here, forward and backward.
+"""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 
-def causal_conv1d_ref(x, weight, bias=None, activation: str | None = None):
-    """Left-pad by K-1 and keep the first L outputs; optional SiLU, as ``causal_conv1d_fn``."""
+def _check(x, weight, bias, activation):
     if activation not in (None, "silu", "swish"):
         raise ValueError(f"activation must be None or 'silu', got {activation!r}")
+    if not isinstance(x, torch.Tensor) or x.dim() != 3:
+        raise ValueError(f"x must have shape (B, E, L), got {getattr(x, 'shape', type(x).__name__)}")
+    E = x.shape[1]
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or weight.shape[0] != E:
+        raise ValueError(f"weight must have shape (E, K) = ({E}, K), got "
+                         f"{tuple(getattr(weight, 'shape', ()))}")
+    if bias is not None and tuple(bias.shape) != (E,):
+        raise ValueError(f"bias must have shape (E,) = ({E},), got {tuple(bias.shape)}")
+
+
+def causal_conv1d_ref(x, weight, bias=None, activation: str | None = None):
+    """Left-pad by K-1 and keep the first L outputs; optional SiLU, as ``causal_conv1d_fn``."""
+    _check(x, weight, bias, activation)
     E, K = weight.shape
     L = x.shape[-1]
     out = F.conv1d(x, weight.unsqueeze(1), bias, padding=K - 1, groups=E)[..., :L]
     return F.silu(out) if activation else out
 
 
-causal_conv1d = causal_conv1d_ref
+def causal_conv1d(x, weight, bias=None, activation: str | None = None, backend: str | None = None):
+    """Causal depthwise conv through the kernel chosen in ``backend.py`` (see its docstring)."""
+    from .backend import resolve_conv
+
+    _check(x, weight, bias, activation)
+    name = resolve_conv(backend, x.device, weight.shape[1])
+    if name == "cpu":
+        from .cpu_kernel import causal_conv1d_cpu
+        return causal_conv1d_cpu(x, weight, bias, activation)
+    if name == "cuda":
+        from .scan_cuda import causal_conv1d_cuda
+        return causal_conv1d_cuda(x, weight, bias, activation)
+    return causal_conv1d_ref(x, weight, bias, activation)

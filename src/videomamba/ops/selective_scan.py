@@ -1,4 +1,4 @@
-"""Selective scan: the readable oracle and the single backend selection point.
+"""Selective scan: the public entry point, argument checks, and the readable oracle.
 
 Glossary: B batch, E channels (inner width), L sequence length, N state size, G groups of B/C.
 
@@ -8,13 +8,14 @@ Glossary: B batch, E channels (inner width), L sequence length, N state size, G 
 Shapes follow mamba_ssm's ``selective_scan_fn``: u, delta, z (B, E, L); A (E, N);
 B, C (B, N, L) or grouped (B, G, N, L) with E % G == 0; D, delta_bias (E,).
 The output is (B, E, L) in u's dtype; the state is carried in fp32 whatever the input dtype.
+Which implementation runs is decided in ``backend.py`` only; all of them compute this function.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["selective_scan", "selective_scan_ref"]
+__all__ = ["selective_scan", "selective_scan_ref", "check_scan_args"]
 
 
 def _expand_groups(X: torch.Tensor, E: int) -> torch.Tensor:
@@ -25,6 +26,51 @@ def _expand_groups(X: torch.Tensor, E: int) -> torch.Tensor:
     return X.repeat_interleave(E // G, dim=1)
 
 
+def _shape(t) -> tuple:
+    return tuple(t.shape)
+
+
+def check_scan_args(u, delta, A, B, C, D=None, z=None, delta_bias=None) -> None:
+    """Raise a ValueError naming the first argument whose type or shape is wrong."""
+    if not isinstance(u, torch.Tensor) or u.dim() != 3:
+        got = _shape(u) if isinstance(u, torch.Tensor) else type(u).__name__
+        raise ValueError(f"u must be a tensor of shape (B, E, L), got {got}")
+    Bz, E, L = u.shape
+    named = {"u": u, "delta": delta, "A": A, "B": B, "C": C, "D": D, "z": z,
+             "delta_bias": delta_bias}
+    for name, t in named.items():
+        if t is None:
+            if name in ("delta", "A", "B", "C"):
+                raise ValueError(f"{name} is required")
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise ValueError(f"{name} must be a real floating-point tensor, got {t.dtype}")
+        if t.device != u.device:
+            raise ValueError(f"{name} is on {t.device} but u is on {u.device}")
+    for name in ("delta", "z"):
+        t = named[name]
+        if t is not None and _shape(t) != (Bz, E, L):
+            raise ValueError(f"{name} must have u's shape (B, E, L) = {(Bz, E, L)}, got {_shape(t)}")
+    if A.dim() != 2 or A.shape[0] != E or A.shape[1] < 1:
+        raise ValueError(f"A must have shape (E, N) = ({E}, N), got {_shape(A)}")
+    N = A.shape[1]
+    for name in ("B", "C"):
+        t = named[name]
+        ok = (t.dim() == 3 and _shape(t) == (Bz, N, L)) or (
+            t.dim() == 4 and t.shape[0] == Bz and t.shape[1] >= 1 and E % t.shape[1] == 0
+            and _shape(t)[2:] == (N, L))
+        if not ok:
+            raise ValueError(f"{name} must have shape (B, N, L) = {(Bz, N, L)} or grouped "
+                             f"(B, G, N, L) = ({Bz}, G, {N}, {L}) with E % G == 0 (E = {E}), "
+                             f"got {_shape(t)}")
+    for name in ("D", "delta_bias"):
+        t = named[name]
+        if t is not None and _shape(t) != (E,):
+            raise ValueError(f"{name} must have shape (E,) = ({E},), got {_shape(t)}")
+
+
 def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                        return_last_state=False):
     """Sequential reference. Slow but obviously right; every fast path is tested against it.
@@ -32,6 +78,7 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     The loop walks ``unbind``-ed slices: indexing ``deltaA[:, :, i]`` inside the loop would make
     autograd accumulate a full-size gradient per step, an O(L^2) backward.
     """
+    check_scan_args(u, delta, A, B, C, D, z, delta_bias)
     dtype_in = u.dtype
     u, delta, A = u.float(), delta.float(), A.float()
     E = u.shape[1]
@@ -59,9 +106,19 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                    return_last_state=False, backend: str | None = None):
-    """Selective scan through the backend chosen by :func:`videomamba.ops.backend.resolve`."""
+    """Selective scan through the backend chosen by :func:`videomamba.ops.backend.resolve`.
+
+    ``backend``: None (``$VIDEOMAMBA_SCAN_BACKEND`` or ``auto``), ``auto``, ``ref``, ``torch``,
+    ``cpu`` or ``cuda``. Returns out (B, E, L) in u's dtype, and with ``return_last_state`` also
+    the fp32 state after the last step, (B, E, N).
+    """
     from .backend import get_scan_impl
 
+    check_scan_args(u, delta, A, B, C, D, z, delta_bias)
     impl = get_scan_impl(backend, u)
+    if u.shape[-1] == 0:  # nothing to scan; the kernels' loops assume L >= 1
+        out = u.new_zeros(u.shape)
+        last = u.new_zeros(u.shape[0], u.shape[1], A.shape[1], dtype=torch.float32)
+        return (out, last) if return_last_state else out
     return impl(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
                 return_last_state=return_last_state)

@@ -1,0 +1,284 @@
+"""The measured process: ``python -m videomamba.bench.child SPEC_JSON OUT_JSON``.
+
+Runs one configuration and writes one JSON record to OUT_JSON (rewritten after every timed run,
+so a parent that has to kill it still finds the runs that finished). Kinds of spec:
+
+- ``model``: an inference pass (``mode="infer"``: eval, ``torch.inference_mode``) or a training
+  step (``mode="train"``: forward, cross-entropy, backward, AdamW step, zero_grad) of one model.
+  ``warmup`` untimed runs, then up to ``repeats`` timed runs; fewer when the first runs show that
+  they would not fit in ``budget_s`` (``n`` in the record says how many ran). Optional
+  ``profile``: after timing, one more run under ``torch.profiler``; the top operators by self CPU
+  time (and, for training, by memory) go into the record. Optional ``saved``: bytes that autograd
+  keeps for backward, per module type (training only).
+- ``micro``: the machine's own ceilings for the roofline: fp32 / bf16 matmul throughput and
+  ``torch.exp`` throughput.
+
+Every child imports the same modules (torch, videomamba and, when installed, transformers)
+before anything is measured, so that the peak RSS of ours and of the peers share one baseline.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+WARMUP_MIN_S = 0.5
+SHORT_RUN_S = 0.25
+
+
+def _rss_mb(field: str = "VmRSS") -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class _Writer:
+    def __init__(self, path: str, record: dict):
+        self.path, self.record = path, record
+
+    def flush(self):
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.record, f)
+        os.replace(tmp, self.path)
+
+
+def _is_oom(e: BaseException) -> bool:
+    msg = str(e).lower()
+    return isinstance(e, MemoryError) or "out of memory" in msg or "can't allocate memory" in msg
+
+
+def run_model(spec: dict, rec: dict, w: _Writer) -> None:
+    import torch
+
+    from . import workloads
+
+    device = torch.device(spec.get("device", "cpu"))
+    cuda = device.type == "cuda"
+    torch.manual_seed(0)
+    model = workloads.build_model(spec).to(device)
+    train = spec["mode"] == "train"
+    model.train(train)
+    x = workloads.make_input(spec, device)
+    y = torch.randint(0, workloads.NUM_CLASSES, (spec["batch"],), device=device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05) if train else None
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[spec.get("dtype", "fp32")]
+
+    def step():
+        ac = torch.autocast(device.type, dtype=dtype) if dtype is not None else _null()
+        if train:
+            with ac:
+                logits = workloads.forward(model, spec, x)
+            loss = torch.nn.functional.cross_entropy(logits.float(), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        else:
+            with torch.inference_mode(), ac:
+                workloads.forward(model, spec, x)
+        if cuda:
+            torch.cuda.synchronize()
+
+    rec["params"] = sum(p.numel() for p in model.parameters())
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        rec["baseline_cuda_mb"] = torch.cuda.memory_allocated() / 2**20
+    rec["baseline_rss_mb"] = _rss_mb()
+    rec["status"] = "running"
+    budget = float(spec.get("budget_s", 60.0))
+    t_start = time.perf_counter()
+    # warm-up: at least `warmup` runs, and at least WARMUP_MIN_S of them for fast configurations
+    while len(rec["warmup_s"]) < max(1, int(spec.get("warmup", 1))) or (
+            sum(rec["warmup_s"]) < WARMUP_MIN_S and len(rec["warmup_s"]) < 20):
+        t0 = time.perf_counter()
+        step()
+        rec["warmup_s"].append(time.perf_counter() - t0)
+        w.flush()
+    repeats = max(1, int(spec.get("repeats", 3)))
+    if rec["warmup_s"][-1] < SHORT_RUN_S:      # cheap runs: more of them, the median gets steadier
+        repeats *= 3
+    while len(rec["times_s"]) < repeats:
+        last = rec["times_s"][-1] if rec["times_s"] else rec["warmup_s"][-1]
+        if rec["times_s"] and time.perf_counter() - t_start + last > budget:
+            break
+        t0 = time.perf_counter()
+        step()
+        rec["times_s"].append(time.perf_counter() - t0)
+        rec["peak_rss_mb"] = _rss_mb("VmHWM")
+        if cuda:
+            rec["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        w.flush()
+    ts = sorted(rec["times_s"])
+    rec["n"] = len(ts)
+    rec["median_s"] = ts[len(ts) // 2] if len(ts) % 2 else 0.5 * (ts[len(ts) // 2 - 1] + ts[len(ts) // 2])
+    rec["min_s"] = ts[0]
+    rec["status"] = "ok"
+    w.flush()
+    if spec.get("saved") and train:
+        rec["saved_for_backward"] = saved_tensor_bytes(model, spec, x)
+        w.flush()
+    if spec.get("profile"):
+        rec["profile"] = profile_step(step, train, int(spec.get("profile_top", 15)))
+        w.flush()
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def saved_tensor_bytes(model, spec: dict, x) -> dict:
+    """MB that autograd keeps for backward during one forward, per module type (deduplicated by
+    storage). This is what a memory-light backward would recompute instead of storing."""
+    import torch
+
+    from . import workloads
+
+    stack: list[str] = []
+    seen: set = set()
+    per: dict[str, float] = {}
+    handles = []
+    for mod in model.modules():
+        kind = type(mod).__name__
+        handles.append(mod.register_forward_pre_hook(lambda m, a, k=kind: stack.append(k)))
+        handles.append(mod.register_forward_hook(lambda m, a, o: stack.pop()))
+
+    def pack(t):
+        try:
+            key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+        except Exception:
+            key = (id(t), 0)
+        if key not in seen:
+            seen.add(key)
+            where = stack[-1] if stack else "(top)"
+            per[where] = per.get(where, 0.0) + key[1] / 2**20
+        return t
+
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = workloads.forward(model, spec, x)
+        del out
+    finally:
+        for h in handles:
+            h.remove()
+    total = sum(per.values())
+    return {"total_mb": total, "by_module_mb": dict(sorted(per.items(), key=lambda kv: -kv[1]))}
+
+
+def profile_step(step, train: bool, top: int) -> dict:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=train, record_shapes=False) as prof:
+        step()
+    ka = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in ka) or 1.0
+    rows = sorted(ka, key=lambda e: -e.self_cpu_time_total)[:top]
+    out = {"by_self_cpu": [{"op": e.key, "self_cpu_ms": e.self_cpu_time_total / 1e3,
+                            "share": e.self_cpu_time_total / total, "calls": e.count} for e in rows]}
+    if train:
+        mem = sorted(ka, key=lambda e: -max(e.self_cpu_memory_usage, 0))[:top]
+        out["by_self_cpu_memory"] = [{"op": e.key, "self_cpu_memory_mb": e.self_cpu_memory_usage / 2**20,
+                                      "calls": e.count} for e in mem if e.self_cpu_memory_usage > 0]
+    return out
+
+
+def run_micro(spec: dict, rec: dict, w: _Writer) -> None:
+    """Throughput ceilings: matmul (fp32, bf16) in FLOP/s (2 per multiply-add) and exp/s."""
+    import torch
+
+    device = torch.device(spec.get("device", "cpu"))
+    reps = int(spec.get("repeats", 5))
+
+    def best_rate(fn, work: float) -> float:
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            ts.append(time.perf_counter() - t0)
+        return work / min(ts)       # a ceiling: the best run (noise only ever slows a run down)
+
+    sizes = spec.get("matmul_sizes", [1024, 2048] if device.type == "cpu" else [4096, 8192])
+    for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        rates = {}
+        for n in sizes:
+            a = torch.randn(n, n, device=device, dtype=dt)
+            b = torch.randn(n, n, device=device, dtype=dt)
+            c = torch.empty(n, n, device=device, dtype=dt)
+            rates[n] = best_rate(lambda: torch.mm(a, b, out=c), 2.0 * n ** 3)
+        rec[f"matmul_{name}_flops"] = max(rates.values())
+        rec[f"matmul_{name}_by_size"] = {str(k): v for k, v in rates.items()}
+        w.flush()
+    n_exp = int(spec.get("exp_elems", 3137 * 384 * 16))
+    a = torch.randn(n_exp, device=device).mul_(0.1).neg_()
+    out = torch.empty_like(a)
+    rec["exp_fp32_per_s"] = best_rate(lambda: torch.exp(a, out=out), float(n_exp))
+    rec["exp_elems"] = n_exp
+    rec["status"] = "ok"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    spec = json.loads(argv[0])
+    out_path = argv[1]
+    rec: dict = {"status": "starting", "warmup_s": [], "times_s": []}
+    w = _Writer(out_path, rec)
+    # the same imports for every configuration: equal RSS baselines for ours and the peers
+    import torch
+    import videomamba  # noqa: F401
+    try:  # the modeling modules too: transformers imports them lazily, and they cost ~90 MB RSS
+        from transformers import TimesformerForVideoClassification, VideoMAEForVideoClassification  # noqa: F401
+    except ImportError:
+        pass
+    threads = spec.get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+    rec["threads"] = torch.get_num_threads()
+    if spec.get("scan_backend"):
+        os.environ["VIDEOMAMBA_SCAN_BACKEND"] = spec["scan_backend"]
+    rec["scan_backend"] = _scan_backend_name(spec)
+    rec["import_rss_mb"] = _rss_mb()
+    w.flush()
+    try:
+        if spec.get("kind", "model") == "micro":
+            run_micro(spec, rec, w)
+        else:
+            run_model(spec, rec, w)
+    except Exception as e:  # noqa: BLE001 -- the record says what went wrong
+        rec["status"] = "oom" if _is_oom(e) else "error"
+        rec["error"] = f"{type(e).__name__}: {str(e)[:2000]}"
+    rec["peak_rss_mb"] = _rss_mb("VmHWM")
+    w.flush()
+    return 0
+
+
+def _scan_backend_name(spec: dict) -> str | None:
+    """Which selective-scan implementation ``auto`` (or the override) resolves to, for the record."""
+    try:
+        import torch
+
+        from ..ops.backend import get_scan_impl
+        dev = spec.get("device", "cpu")
+        impl = get_scan_impl(spec.get("scan_backend"), torch.empty(1, 1, 1, device=dev))
+        return f"{getattr(impl, '__module__', '?')}.{getattr(impl, '__name__', type(impl).__name__)}"
+    except Exception as e:  # noqa: BLE001
+        return f"unknown ({type(e).__name__})"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

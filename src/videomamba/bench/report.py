@@ -1,0 +1,376 @@
+"""The results page (markdown) and the PNG plots, rebuilt from ``results.json`` alone."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import analysis, workloads
+
+STATUS_TEXT = {"oom": "OOM", "timeout": "timeout", "error": "error", "unsupported": "n/a", "skipped": "skipped"}
+
+
+def _fmt_s(x: float) -> str:
+    return f"{x:.3f}" if x < 1 else f"{x:.2f}" if x < 100 else f"{x:.0f}"
+
+
+def cell(r: dict | None, what: str = "both") -> str:
+    if r is None:
+        return ""
+    if r["status"] != "ok":
+        t = STATUS_TEXT.get(r["status"], r["status"])
+        if r["status"] == "timeout" and r.get("spec"):
+            done = r.get("times_s") or r.get("warmup_s")
+            t += f" (>{_fmt_s(max(done))} s)" if done else ""
+        return t + ("\\*" if r.get("inferred") else "")
+    mem = analysis.peak_mb(r)
+    if what == "time":
+        return _fmt_s(r["median_s"])
+    if what == "mem":
+        return f"{mem:.0f}"
+    return f"{_fmt_s(r['median_s'])} s / {mem:.0f} MB"
+
+
+def _variants(records, **match) -> list[tuple]:
+    """Model variants (model, attn, grad_ckpt) present among the matching records, ours first."""
+    seen = []
+    for r in records:
+        s = r.get("spec", {})
+        if s.get("kind", "model") != "model" or any(s.get(k) != v for k, v in match.items()):
+            continue
+        v = (s["model"], s.get("attn"), bool(s.get("grad_ckpt")))
+        if v not in seen:
+            seen.append(v)
+    order = list(workloads.MODELS)
+    return sorted(seen, key=lambda v: (order.index(v[0]) if v[0] in order else 99, v[1] or "", v[2]))
+
+
+def _label(v: tuple) -> str:
+    return workloads.spec_label({"model": v[0], "attn": v[1], "grad_ckpt": v[2]})
+
+
+def frames_table(records, mode: str, batch: int, dtype: str, device: str = "cpu") -> str:
+    match = dict(mode=mode, batch=batch, dtype=dtype, device=device)
+    variants = _variants(records, **match)
+    if not variants:
+        return ""
+    frames = sorted({r["spec"]["frames"] for r in records if r.get("spec", {}).get("kind", "model") == "model"
+                     and all(r["spec"].get(k) == v for k, v in match.items())})
+    lines = ["| model | " + " | ".join(f"{T} frames" for T in frames) + " |",
+             "|---|" + "---|" * len(frames)]
+    for v in variants:
+        row = [cell(analysis.find(records, model=v[0], attn=v[1], grad_ckpt=v[2], frames=T, **match))
+               for T in frames]
+        lines.append(f"| {_label(v)} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def scaling_table(records) -> str:
+    rows = analysis.scaling(records)
+    if not rows:
+        return ""
+    lines = ["| series | frames | time exponent | peak-memory exponent | memory-increment exponent |",
+             "|---|---|---|---|---|"]
+
+    def k(f):
+        return "" if f["k"] is None else f"{f['k']:.2f} (r² {f['r2']:.3f})"
+    for row in rows:
+        s = row["spec"]
+        name = (f"{s['mode']} {workloads.spec_label(s)}, B{s['batch']} {s['dtype']}"
+                + (f" {s['device']}" if s.get("device", "cpu") != "cpu" else ""))
+        lines.append(f"| {name} | {row['frames'][0]}–{row['frames'][-1]} ({len(row['frames'])}) | "
+                     f"{k(row['time'])} | {k(row['mem'])} | {k(row['mem_increment'])} |")
+    return "\n".join(lines)
+
+
+def targets_table(tg: list[dict]) -> str:
+    lines = ["| target | measured | needed | met | detail |", "|---|---|---|---|---|"]
+    for t in tg:
+        v = "" if t["value"] is None else f"{t['value']:.2f}" if abs(t["value"]) < 100 else f"{t['value']:.0f}"
+        met = {True: "**yes**", False: "**no**", None: "not measured"}[t["met"]]
+        lines.append(f"| {t['target']} | {v} | {t['threshold']} | {met} | {t['detail']} |")
+    return "\n".join(lines)
+
+
+def roofline_table(records) -> str:
+    rows = [r for r in analysis.ok(records) if "roofline_s" in r]
+    if not rows:
+        return ""
+    lines = ["| model | frames | batch | dtype | full GMACs | linear GMACs | exps (G) | measured s | roofline s | "
+             "measured / roofline |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["spec"]["model"], r["spec"]["batch"], r["spec"]["dtype"],
+                                         r["spec"]["frames"])):
+        s, g = r["spec"], r["gflops"]
+        lines.append(f"| {workloads.spec_label(s)} | {s['frames']} | {s['batch']} | {s['dtype']} | "
+                     f"{g['gmacs_full']:.1f} | {g['gmacs_linear']:.1f} | {g['gmacs_scan'] / 9:.2f} | "
+                     f"{_fmt_s(r['median_s'])} | {_fmt_s(r['roofline_s'])} | {r['median_s'] / r['roofline_s']:.2f}× |")
+    return "\n".join(lines)
+
+
+def ratio_table(records, frames: int, mode: str = "infer") -> str:
+    rows = analysis.ratios_at(records, frames, mode=mode)
+    if not rows:
+        return ""
+    lines = ["| model | time / VideoMamba-Ti | peak memory / VideoMamba-Ti | GMACs |", "|---|---|---|---|"]
+    for row in rows:
+        s = row["spec"]
+        r = analysis.find(records, **{k: s.get(k) for k in ("model", "attn", "grad_ckpt", "mode", "frames",
+                                                              "batch", "dtype", "device")})
+        g = (r or {}).get("gflops", {}).get("gmacs_full")
+        if "time_x" in row:
+            lines.append(f"| {workloads.spec_label(s)} | {row['time_x']:.2f}× | {row['mem_x']:.2f}× | "
+                         f"{'' if g is None else f'{g:.0f}'} |")
+        else:
+            lines.append(f"| {workloads.spec_label(s)} | {cell(r)} | | {'' if g is None else f'{g:.0f}'} |")
+    return "\n".join(lines)
+
+
+def micro_table(micro: dict) -> str:
+    lines = ["| device | fp32 matmul GFLOP/s | bf16 matmul GFLOP/s | exp Gelem/s (fp32) |", "|---|---|---|---|"]
+    for dev, m in micro.items():
+        if m.get("status") != "ok":
+            lines.append(f"| {dev} | {m.get('status')} | | |")
+            continue
+        lines.append(f"| {dev} | {m['matmul_fp32_flops'] / 1e9:.0f} | {m['matmul_bf16_flops'] / 1e9:.0f} | "
+                     f"{m['exp_fp32_per_s'] / 1e9:.2f} |")
+    return "\n".join(lines)
+
+
+def profile_section(records) -> str:
+    out = []
+    for r in analysis.ok(records):
+        p = r.get("profile")
+        if not p:
+            continue
+        out.append(f"**{r['id']}** (median {r['median_s']:.2f} s), top operators by self CPU time:\n")
+        out.append("| operator | self CPU ms | share | calls |\n|---|---|---|---|")
+        for e in p["by_self_cpu"]:
+            out.append(f"| `{e['op']}` | {e['self_cpu_ms']:.1f} | {100 * e['share']:.1f}% | {e['calls']} |")
+        out.append("")
+    for r in analysis.ok(records):
+        sv = r.get("saved_for_backward")
+        if not sv:
+            continue
+        out.append(f"**{r['id']}**: {sv['total_mb']:.0f} MB saved for backward, by module type:\n")
+        out.append("| module | MB |\n|---|---|")
+        for k, v in list(sv["by_module_mb"].items())[:10]:
+            out.append(f"| {k} | {v:.0f} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def scan_section(scan: dict | None) -> str:
+    if not scan:
+        return ("`benchmarks/bench_scan.py` (the kernel benchmark, owned by ops) was not present or not "
+                "run (`--no-scan`).")
+    head = f"`python {' '.join(scan['argv'])}`: {scan['status']} in {scan['wall_s']:.0f} s.\n"
+    data = scan.get("data")
+    rows = data if isinstance(data, list) else (data or {}).get("records") or (data or {}).get("results")
+    if isinstance(rows, list) and rows and all(isinstance(x, dict) for x in rows):
+        keys = list(dict.fromkeys(k for x in rows for k in x if not isinstance(x[k], (dict, list))))
+        lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        for x in rows:
+            lines.append("| " + " | ".join(_fmt_any(x.get(k)) for k in keys) + " |")
+        return head + "\n" + "\n".join(lines)
+    return head + "\n```\n" + scan.get("stdout", "").strip()[-6000:] + "\n```"
+
+
+def _fmt_any(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+# ---------------------------------------------------------------------------------- plots
+def plots(data: dict, out_dir: Path) -> list[Path]:
+    """PNG files: time and peak memory vs frames per (batch, dtype, device), training bars, roofline."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    records = data["records"]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    made = []
+    combos = sorted({(r["spec"]["batch"], r["spec"]["dtype"], r["spec"].get("device", "cpu"))
+                     for r in analysis.ok(records) if r["spec"]["mode"] == "infer"})
+    for batch, dtype, device in combos:
+        match = dict(mode="infer", batch=batch, dtype=dtype, device=device)
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+        for v in _variants(records, **match):
+            rs = sorted((r for r in analysis.ok(records)
+                         if all(r["spec"].get(k) == x for k, x in match.items())
+                         and (r["spec"]["model"], r["spec"].get("attn"), bool(r["spec"].get("grad_ckpt"))) == v),
+                        key=lambda r: r["spec"]["frames"])
+            if not rs:
+                continue
+            T = [r["spec"]["frames"] for r in rs]
+            style = "-o" if v[0].startswith("videomamba") else "--s"
+            axes[0].plot(T, [r["median_s"] for r in rs], style, label=_label(v))
+            axes[1].plot(T, [analysis.peak_mb(r) for r in rs], style, label=_label(v))
+            fails = [r for r in records if all(r["spec"].get(k) == x for k, x in match.items())
+                     and (r["spec"]["model"], r["spec"].get("attn"), bool(r["spec"].get("grad_ckpt"))) == v
+                     and r["status"] in ("oom", "timeout") and not r.get("inferred")]
+            for f in fails:
+                axes[0].annotate(STATUS_TEXT[f["status"]], (f["spec"]["frames"], rs[-1]["median_s"]), fontsize=8)
+        for ax, yl in zip(axes, ("median time per batch (s)", "peak memory (MB, " +
+                                 ("CUDA allocated" if device == "cuda" else "process RSS") + ")")):
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("frames (224²)")
+            ax.set_ylabel(yl)
+            ax.grid(True, which="both", alpha=0.3)
+        axes[0].legend(fontsize=8)
+        fig.suptitle(f"Inference, batch {batch}, {dtype}, {device}")
+        fig.tight_layout()
+        p = out_dir / f"infer_B{batch}_{dtype}_{device}.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        made.append(p)
+    # training bars
+    tr = [r for r in records if r.get("spec", {}).get("mode") == "train" and r["spec"].get("device", "cpu") == "cpu"]
+    if tr:
+        frames = sorted({r["spec"]["frames"] for r in tr})
+        variants = _variants(tr, mode="train")
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+        width = 0.8 / max(len(variants), 1)
+        for j, v in enumerate(variants):
+            ts, ms = [], []
+            for T in frames:
+                r = analysis.find(tr, model=v[0], attn=v[1], grad_ckpt=v[2], frames=T, batch=1, dtype="fp32")
+                good = r is not None and r["status"] == "ok"
+                ts.append(r["median_s"] if good else 0)
+                ms.append(analysis.peak_mb(r) if good else 0)
+            xs = [i + j * width for i in range(len(frames))]
+            axes[0].bar(xs, ts, width, label=_label(v))
+            axes[1].bar(xs, ms, width, label=_label(v))
+        for ax, yl in zip(axes, ("training step time (s)", "peak memory (MB, process RSS)")):
+            ax.set_xticks([i + 0.4 - width / 2 for i in range(len(frames))], [f"{T} frames" for T in frames])
+            ax.set_ylabel(yl)
+            ax.set_yscale("log")
+            ax.grid(True, axis="y", alpha=0.3)
+        axes[0].legend(fontsize=7)
+        fig.suptitle("Training step (forward + backward + AdamW), batch 1, fp32, cpu (missing bar: OOM/timeout)")
+        fig.tight_layout()
+        p = out_dir / "train_cpu.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        made.append(p)
+    # roofline
+    rl = [r for r in analysis.ok(records) if "roofline_s" in r and r["spec"]["batch"] == 1]
+    if rl:
+        fig, ax = plt.subplots(figsize=(7, 4.6))
+        for key in sorted({(r["spec"]["model"], r["spec"]["dtype"]) for r in rl}):
+            rs = sorted((r for r in rl if (r["spec"]["model"], r["spec"]["dtype"]) == key),
+                        key=lambda r: r["spec"]["frames"])
+            T = [r["spec"]["frames"] for r in rs]
+            line, = ax.plot(T, [r["median_s"] for r in rs], "-o", label=f"{workloads.LABELS[key[0]]} {key[1]} measured")
+            ax.plot(T, [r["roofline_s"] for r in rs], ":", color=line.get_color(), label=f"{key[1]} roofline")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("frames (224²), batch 1")
+        ax.set_ylabel("inference time (s)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        ax.set_title("VideoMamba inference vs its roofline (matmul peak + exp throughput)")
+        fig.tight_layout()
+        p = out_dir / "roofline_cpu.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        made.append(p)
+    return made
+
+
+# ---------------------------------------------------------------------------------- page
+def write_page(data: dict, page: Path, plot_dir: Path, command: str | None = None) -> Path:
+    page, plot_dir = Path(page), Path(plot_dir)
+    records = data["records"]
+    analysis.annotate(records, data.get("micro", {}))
+    pngs = plots(data, plot_dir)
+    rel = {p.name: os.path.relpath(p, page.parent) for p in pngs}
+    m = data["machine"]
+    hist = data.get("load_history", [])
+    loads = [r.get("load_before", [0])[0] for r in records if r.get("load_before")]
+    busy = max(loads, default=0) > 0.5 * (m.get("cores") or 1)
+    L = [f"# VideoMamba benchmarks: results ({data.get('mode') or 'custom'} run)", ""]
+    L += [f"Measured {m['date']} on `{m['hostname']}`, code at `{m.get('git')}`. "
+          "Ratios are within this one run; times are medians over the timed runs after warm-up "
+          "(see [README](README.md) for what each figure means)." if page.parent.name == "benchmarks"
+          else f"Measured {m['date']} on `{m['hostname']}`, code at `{m.get('git')}`. Times are medians."]
+    if command:
+        L += ["", f"Command: `{command}`"]
+    L += ["", "## Machine", "",
+          "| | |", "|---|---|",
+          f"| CPU | {m['cpu']} ({', '.join(m.get('cpu_flags', []))}) |",
+          f"| cores (usable) | {m['cores']} |", f"| memory | {m.get('mem_total_gb')} GiB |",
+          f"| torch / threads | {m['torch']} / {records[0].get('threads') if records else m['torch_threads']} |",
+          f"| transformers | {m.get('transformers')} |", f"| python | {m['python']} |",
+          f"| scan backend (auto resolves to) | {_backend(records)} |",
+          f"| load average (1/5/15 min) | " + "; ".join(f"{h['when']} {h['load_avg']}" for h in hist) + " |",
+          f"| max 1-min load before a configuration | {max(loads, default=0):.2f}"
+          + (" — **the machine was busy: times are noisy and pessimistic**" if busy else "") + " |"]
+    if m.get("cuda"):
+        L.append(f"| GPU | {m['cuda']} |")
+    s = data.get("settings", {})
+    L += ["", f"Settings: warm-up {s.get('warmup')}, up to {s.get('repeats')} timed runs, per-configuration "
+          f"timeout {s.get('timeout_s')} s, memory budget {s.get('mem_limit_mb')} MB.",
+          "Cells read `median time / peak memory`; `OOM` = over the memory budget, `timeout` = over the "
+          "time budget; `\\*` = not run because fewer frames of the same series already failed."]
+    tg = analysis.targets(records, data.get("micro", {}).get("cpu"))
+    L += ["", "## Targets (issue 6, and issue 2's roofline)", "", targets_table(tg)]
+    if data.get("micro"):
+        L += ["", "## Machine ceilings (roofline inputs)", "", micro_table(data["micro"])]
+    rt = roofline_table([r for r in records if r.get("spec", {}).get("device", "cpu") == "cpu"])
+    if rt:
+        L += ["", "## Roofline: VideoMamba inference", "",
+              "Roofline = every multiply-add outside the scan (full count, `videomamba.models.flops`) at the "
+              "measured matmul peak + depth·2·L·E·N exps at the measured exp throughput.", "", rt]
+        if "roofline_cpu.png" in rel:
+            L += ["", f"![roofline]({rel['roofline_cpu.png']})"]
+    devices = sorted({r["spec"].get("device", "cpu") for r in records if r.get("spec", {}).get("kind", "model") == "model"})
+    for device in devices:
+        title = "Inference" if device == "cpu" else f"GPU ({device}) inference"
+        L += ["", f"## {title}"]
+        combos = sorted({(r["spec"]["batch"], r["spec"]["dtype"]) for r in records
+                         if r["spec"].get("mode") == "infer" and r["spec"].get("device", "cpu") == device})
+        for batch, dtype in combos:
+            L += ["", f"### batch {batch}, {dtype}", "", frames_table(records, "infer", batch, dtype, device)]
+            name = f"infer_B{batch}_{dtype}_{device}.png"
+            if name in rel:
+                L += ["", f"![inference batch {batch} {dtype}]({rel[name]})"]
+        if device == "cpu":
+            for T in (64, 16):
+                t = ratio_table(records, T)
+                if t:
+                    L += ["", f"### At {T} frames, batch 1, fp32: relative to VideoMamba-Ti", "", t]
+        combos = sorted({(r["spec"]["batch"], r["spec"]["dtype"]) for r in records
+                         if r["spec"].get("mode") == "train" and r["spec"].get("device", "cpu") == device})
+        for batch, dtype in combos:
+            L += ["", f"## Training step{'' if device == 'cpu' else ' (' + device + ')'}: batch {batch}, {dtype}", "",
+                  "Forward + cross-entropy + backward + AdamW step. `+ckpt` = gradient checkpointing per block.", "",
+                  frames_table(records, "train", batch, dtype, device)]
+            if device == "cpu" and "train_cpu.png" in rel:
+                L += ["", f"![training]({rel['train_cpu.png']})"]
+    st = scaling_table(records)
+    if st:
+        L += ["", "## Scaling with frames", "",
+              "Least-squares slope of log(value) against log(frames): 1 is linear, 2 quadratic.", "", st]
+    L += ["", "## Kernels: selective scan", "", scan_section(data.get("scan"))]
+    ps = profile_section(records)
+    if ps:
+        L += ["", "## Profiles", "", ps]
+    bad = [r for r in records if r["status"] in ("error",)]
+    if bad:
+        L += ["", "## Errors", ""] + [f"- `{r['id']}`: {r.get('error', '')[:300]}" for r in bad]
+    page.parent.mkdir(parents=True, exist_ok=True)
+    from ..fileio import atomic_write_text
+    atomic_write_text(page, "\n".join(L) + "\n")
+    return page
+
+
+def _backend(records) -> str:
+    names = sorted({r.get("scan_backend") for r in records if r.get("scan_backend")
+                    and r.get("spec", {}).get("kind", "model") == "model"
+                    and workloads.family(r["spec"]["model"]) == "videomamba"})
+    return ", ".join(names) or "?"

@@ -1,0 +1,237 @@
+"""The grids (quick and full), and the loop that runs them into ``results.json``.
+
+A run is resumable (``resume=True`` skips configurations already in the JSON), writes the JSON
+after every configuration (atomically), and stops a series early: once a configuration times out
+or runs out of memory, the same model at more frames is recorded with the same status
+(``inferred: true``) instead of being run.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..fileio import atomic_write_text
+from . import analysis, workloads
+from .runner import describe_machine, run_spec
+
+FRAMES = (8, 16, 32, 64, 128)
+OURS = ("videomamba_tiny", "videomamba_small")
+REPO = Path(__file__).resolve().parents[3]
+BENCH_DIR = REPO / "benchmarks"
+SCHEMA = "videomamba-bench/1"
+
+
+def _m(model, frames, mode="infer", batch=1, dtype="fp32", attn=None, grad_ckpt=False, img=224,
+       device="cpu") -> dict:
+    return {"kind": "model", "model": model, "attn": attn, "frames": frames, "img": img, "batch": batch,
+            "dtype": dtype, "mode": mode, "grad_ckpt": grad_ckpt, "device": device}
+
+
+def full_grid(device: str = "cpu") -> list[dict]:
+    """Everything issue 6 asks for. Ours over every batch / dtype; the peers' comparison series
+    (batch 1, fp32, sdpa and eager) over every frame count, plus ViT-Ti sdpa at batch 8 / bf16."""
+    g: list[dict] = []
+    for model in OURS:
+        for batch in (1, 8):
+            for dtype in ("fp32", "bf16"):
+                g += [_m(model, T, batch=batch, dtype=dtype, device=device) for T in FRAMES]
+    for batch in (1, 8):
+        for dtype in ("fp32", "bf16"):
+            g += [_m("vit_ti_joint", T, batch=batch, dtype=dtype, attn="sdpa", device=device) for T in FRAMES]
+    g += [_m("vit_ti_joint", T, attn="eager", device=device) for T in FRAMES]
+    g += [_m("videomae_s", T, attn="sdpa", device=device) for T in FRAMES]
+    g += [_m("videomae_s", T, attn="eager", device=device) for T in FRAMES]
+    g += [_m("timesformer_b", T, attn="eager", device=device) for T in FRAMES]
+    g += train_grid((16, 64), device)
+    return g
+
+
+def train_grid(frames=(16, 64), device: str = "cpu") -> list[dict]:
+    g: list[dict] = []
+    for T in frames:
+        for model in OURS:
+            g += [_m(model, T, mode="train", device=device),
+                  _m(model, T, mode="train", grad_ckpt=True, device=device)]
+        g += [_m("vit_ti_joint", T, mode="train", attn="sdpa", device=device),
+              _m("vit_ti_joint", T, mode="train", attn="eager", device=device),
+              _m("videomae_s", T, mode="train", attn="sdpa", device=device),
+              _m("timesformer_b", T, mode="train", attn="eager", device=device)]
+    return g
+
+
+def quick_grid(device: str = "cpu") -> list[dict]:
+    """A few minutes: the target comparisons at 8 / 16 / 32 frames, batch 1, and one training step."""
+    g: list[dict] = []
+    for T in (8, 16, 32):
+        g += [_m("videomamba_tiny", T, device=device), _m("vit_ti_joint", T, attn="sdpa", device=device),
+              _m("vit_ti_joint", T, attn="eager", device=device)]
+    g += [_m("videomamba_tiny", 8, dtype="bf16", device=device), _m("videomamba_small", 8, device=device)]
+    g += [_m("videomamba_tiny", 16, mode="train", device=device),
+          _m("videomamba_tiny", 16, mode="train", grad_ckpt=True, device=device),
+          _m("vit_ti_joint", 16, mode="train", attn="sdpa", device=device)]
+    return g
+
+
+def toy_grid() -> list[dict]:
+    """Seconds: tiny models at 32 px, for the harness's own tests."""
+    return ([_m("toy_videomamba", T, img=32) for T in (2, 4)]
+            + [_m("toy_vit", 2, img=32, attn="sdpa"), _m("toy_videomamba", 2, img=32, mode="train")])
+
+
+def order_key(spec: dict) -> tuple:
+    return analysis.series_key(spec) + (spec["frames"],)
+
+
+def _sorted_series(grid: list[dict]) -> list[dict]:
+    """Keep the grid's series order, frames ascending within a series (needed for early stops)."""
+    first: dict[tuple, int] = {}
+    for i, s in enumerate(grid):
+        first.setdefault(analysis.series_key(s), i)
+    return sorted(grid, key=lambda s: (first[analysis.series_key(s)], s["frames"]))
+
+
+def micro_spec(device: str = "cpu", quick: bool = False) -> dict:
+    spec = {"kind": "micro", "name": "ceilings", "device": device, "repeats": 3 if quick else 7}
+    if quick and device == "cpu":
+        spec["matmul_sizes"] = [1024]
+    return spec
+
+
+def load_results(path: Path) -> dict | None:
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def save_results(path: Path, data: dict) -> None:
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=False, default=str))
+
+
+def _attach_flops(rec: dict, spec: dict) -> None:
+    try:
+        rec["gflops"] = workloads.gflops(spec)
+    except Exception as e:  # noqa: BLE001 -- a missing count must not lose a measurement
+        rec["gflops_error"] = f"{type(e).__name__}: {e}"
+
+
+def run_scan_bench(out_dir: Path, quick: bool, timeout_s: float, log=print) -> dict | None:
+    """Run the ops colleague's kernel benchmark ``benchmarks/bench_scan.py`` if it is there.
+
+    It owns the kernel grid (reference vs each fast path, fwd and fwd+bwd, L x E); we pass
+    ``--quick`` and ``--json``/``--out`` when its ``--help`` lists them, keep its stdout, and read
+    the JSON it writes. Returns None when the script is absent.
+    """
+    script = BENCH_DIR / "bench_scan.py"
+    if not script.is_file():
+        return None
+    try:
+        help_ = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True,
+                               timeout=120, cwd=REPO).stdout
+    except subprocess.TimeoutExpired:
+        help_ = ""
+    json_path = out_dir / "scan.json"
+    argv = [sys.executable, str(script)]
+    for flag in ("--json", "--out", "--output"):
+        if flag in help_:
+            argv += [flag, str(json_path)]
+            break
+    if quick and "--quick" in help_:
+        argv.append("--quick")
+    log(f"[scan] {' '.join(argv[1:])}")
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, cwd=REPO)
+        status, stdout = ("ok" if p.returncode == 0 else "error"), p.stdout + p.stderr
+    except subprocess.TimeoutExpired as e:
+        status, stdout = "timeout", (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+    res = {"status": status, "argv": argv[1:], "wall_s": time.perf_counter() - t0, "stdout": stdout[-20000:]}
+    if json_path.is_file():
+        try:
+            res["data"] = json.loads(json_path.read_text())
+        except json.JSONDecodeError:
+            pass
+    return res
+
+
+def run_suite(grid: list[dict], results_path: Path, *, timeout_s: float = 600.0,
+              mem_limit_mb: float | None = None, repeats: int = 3, warmup: int = 1,
+              threads: int | None = None, resume: bool = False, only: str | None = None,
+              micro: bool = True, scan: bool = False, prepare: bool = True, quick: bool = False,
+              mode_name: str = "", log=print) -> dict:
+    """Run ``grid`` (plus the machine's ceilings) and keep ``results_path`` up to date."""
+    results_path = Path(results_path)
+    data = load_results(results_path) if resume else None
+    if data is None or data.get("schema") != SCHEMA:
+        data = {"schema": SCHEMA, "mode": mode_name, "machine": describe_machine(), "micro": {},
+                "records": [], "settings": {}}
+    data["settings"] = {"timeout_s": timeout_s, "mem_limit_mb": mem_limit_mb, "repeats": repeats,
+                        "warmup": warmup, "threads": threads, "only": only, "mode": mode_name}
+    data.setdefault("load_history", []).append({"when": "start", "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                                "load_avg": [round(x, 2) for x in os.getloadavg()]})
+    done = {r["id"]: r for r in data["records"]}
+    if only:
+        grid = [s for s in grid if fnmatch.fnmatch(workloads.spec_id(s), only)]
+    grid = _sorted_series(grid)
+    devices = sorted({s.get("device", "cpu") for s in grid}) or ["cpu"]
+
+    if micro:
+        for dev in devices:
+            if resume and data["micro"].get(dev, {}).get("status") == "ok":
+                continue
+            log(f"[micro] {dev}: matmul and exp ceilings")
+            data["micro"][dev] = run_spec({**micro_spec(dev, quick), "threads": threads}, timeout_s=300)
+            save_results(results_path, data)
+    if scan:
+        res = run_scan_bench(results_path.parent, quick, timeout_s=max(timeout_s, 1200), log=log)
+        if res is not None:
+            data["scan"] = res
+            save_results(results_path, data)
+
+    if grid and prepare:
+        # build any compiled kernel once, outside the timed runs (cached by torch afterwards)
+        log("[prepare] one untimed toy run (kernel build, caches)")
+        run_spec({**_m("toy_videomamba", 2, img=32), "repeats": 1, "threads": threads}, timeout_s=900)
+
+    failed: dict[tuple, dict] = {}
+    for i, spec in enumerate(grid):
+        sid = workloads.spec_id(spec)
+        if resume and sid in done and done[sid].get("status") in ("ok", "oom", "timeout", "unsupported"):
+            r = done[sid]
+            if r["status"] in ("oom", "timeout"):
+                failed.setdefault(analysis.series_key(spec), r)
+            continue
+        spec = {**spec, "repeats": repeats, "warmup": warmup, **({"threads": threads} if threads else {})}
+        key = analysis.series_key(spec)
+        if spec.get("attn") and spec["attn"] not in workloads.supported_attn(spec["model"]):
+            rec = {"status": "unsupported", "error": f"{spec['model']} has no {spec['attn']} attention in transformers"}
+        elif key in failed:
+            f = failed[key]
+            rec = {"status": f["status"], "inferred": True,
+                   "error": f"not run: {f['spec']['frames']} frames of this series already hit {f['status']}"}
+        else:
+            log(f"[{i + 1}/{len(grid)}] {sid} ...")
+            rec = run_spec(spec, timeout_s=timeout_s, mem_limit_mb=mem_limit_mb)
+            if rec["status"] in ("oom", "timeout"):
+                failed[key] = {**rec, "spec": spec}
+        rec["spec"], rec["id"] = spec, sid
+        _attach_flops(rec, spec)
+        log("    " + _one_line(rec))
+        done[sid] = rec
+        data["records"] = [r for r in data["records"] if r["id"] != sid] + [rec]
+        save_results(results_path, data)
+    data["load_history"].append({"when": "end", "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                 "load_avg": [round(x, 2) for x in os.getloadavg()]})
+    analysis.annotate(data["records"], data["micro"])
+    save_results(results_path, data)
+    return data
+
+
+def _one_line(r: dict) -> str:
+    if r["status"] == "ok":
+        mem = f"peak {analysis.peak_mb(r):.0f} MB (+{analysis.increment_mb(r) or 0:.0f})"
+        return f"ok  median {r['median_s']:.3f} s over {r['n']} runs, {mem}, load {r.get('load_before', ['?'])[0]}"
+    return f"{r['status']}: {r.get('error', '')[:200]}"

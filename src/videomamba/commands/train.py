@@ -1,0 +1,60 @@
+"""``videomamba train``: train or fine-tune from a YAML config plus ``section.key=value`` overrides."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = ("examples:\n"
+                "  videomamba train -c demo data.train=train.csv data.val=val.csv data.root=videos\n"
+                "  videomamba train -c k400_tiny.yaml --pretrained videomamba_t16_in1k_res224.pth\n"
+                "  videomamba train -c run/config.yaml --resume            # continue run/ where it stopped\n"
+                "  videomamba train -c demo ... --distill-teacher runs/teacher/model --distill-weight 1.0\n"
+                "  videomamba train -c demo ... --pretrained runs/pretrain/model   # fine-tune a pretrained encoder\n"
+                "  torchrun --nproc_per_node 2 -m videomamba train -c my.yaml  # DDP (gloo on CPU, nccl on CUDA)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides such as optim.lr=1e-3 data.batch_size=16 (values parsed as YAML)")
+    p.add_argument("-c", "--config", default=None,
+                   help="YAML file or packaged config name (see --list-configs); default: built-in defaults")
+    p.add_argument("-o", "--out", default=None, help="output directory (train.out_dir)")
+    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
+                   help="resume from a checkpoint file or run directory; alone: the newest checkpoint in the output directory")
+    p.add_argument("--pretrained", default=None, help="fine-tune from this checkpoint (model.pretrained)")
+    p.add_argument("--epochs", type=int, default=None, help="optim.epochs")
+    p.add_argument("--device", default=None, help="train.device: auto, cpu, cuda, cuda:N")
+    p.add_argument("--distill-teacher", default=None, metavar="CKPT",
+                   help="self-distillation from this frozen trained VideoMamba (saved model dir, training "
+                        "checkpoint, or original file with --distill-teacher-model): distill.teacher")
+    p.add_argument("--distill-teacher-model", default=None, metavar="NAME",
+                   help="preset of an original teacher checkpoint file (distill.teacher_model)")
+    p.add_argument("--distill-weight", type=float, default=None, metavar="W",
+                   help="weight of the token distillation loss, default 1.0 (distill.weight)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--list-configs", action="store_true", help="list the packaged configs and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine import NonFiniteLossError, dump_yaml, list_configs, load_config, train
+
+    if args.list_configs:
+        print("\n".join(list_configs()))
+        return 0
+    overrides = list(args.overrides)
+    for key, value in (("train.out_dir", args.out), ("model.pretrained", args.pretrained),
+                       ("optim.epochs", args.epochs), ("train.device", args.device),
+                       ("distill.teacher", args.distill_teacher), ("distill.teacher_model", args.distill_teacher_model),
+                       ("distill.weight", args.distill_weight)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    cfg = load_config(args.config, overrides)
+    if args.print_config:
+        print(dump_yaml(cfg), end="")
+        return 0
+    try:
+        train(cfg, resume=args.resume)
+    except NonFiniteLossError as e:
+        print(f"videomamba train: {e}", file=sys.stderr)
+        return 3
+    return 0

@@ -1,0 +1,244 @@
+"""From an annotation file to normalised clips: the map-style dataset used by train / eval / predict.
+
+Item keys (``dataset[i]``):
+
+- ``video``: float32, ImageNet-normalised.
+  - Training with ``repeat_aug == 1``: ``(3, T, H, W)``.
+  - Training with ``repeat_aug = V > 1``: ``(V, 3, T, H, W)``, V augmentations of one decoded clip
+    (the release's repeated sampling, which saves decoding).
+  - Evaluation (``train=False``): ``(V, 3, T, H, W)`` with ``V = num_clips * num_crops``, clip-major
+    (view ``c * num_crops + k`` is temporal clip c, spatial crop k).
+- ``label``: int class index, or float for regression (LVU like/views).
+- ``index``: the item's index, to look up ``dataset.samples[index]`` (e.g. LVU window bounds).
+- ``path``: the video file, as a string.
+
+Training transform per view: one random-resized crop (``AugmentConfig.scale``/``ratio``) of the decoded
+frames resized to ``img_size``, horizontal flip with probability 0.5, RandAugment, normalisation, random
+erasing. The crop comes first so that RandAugment works on ``img_size`` pixels, not the source size; the
+crop is relative to the frame, so resizing the short side first (as the release does) would change
+only interpolation, and ``short_side`` is therefore used at evaluation only. Evaluation: resize the short
+side to ``short_side`` (default ``img_size``), then ``num_crops`` square crops along the long side.
+
+Horizontal flip is switched off for SSv2 annotations and for folders whose ``meta.json`` says
+``"flip": false`` (the synthetic set, whose left/right and clockwise classes swap under a flip).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import transforms as T
+from .annotations import Annotations, Sample, load_classes, read_annotations, save_classes
+from .rand_augment import RandAugment
+from .sampling import SAMPLINGS, sample_indices, time_to_frame_range
+from .video import VideoDecodeError, open_video
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RAND_AUGMENT = "rand-m7-n4-mstd0.5-inc1"
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentation. ``AugmentConfig()`` is the release recipe; ``AugmentConfig.none()`` only
+    resizes and centre-crops (for sanity checks and order-sensitive data)."""
+    rand_augment: str | None = DEFAULT_RAND_AUGMENT
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    random_erasing: float = 0.25
+    flip: bool = True
+    random_crop: bool = True
+
+    @classmethod
+    def none(cls) -> "AugmentConfig":
+        return cls(rand_augment=None, random_erasing=0.0, flip=False, random_crop=False)
+
+
+class VideoDataset(torch.utils.data.Dataset):
+    """Map-style dataset over an annotation source; safe with DataLoader workers and DistributedSampler.
+
+    ``annotations``: a path (parsed with ``fmt``/``root``/``annotation_kwargs``; see
+    :mod:`videomamba.data.annotations`), an :class:`Annotations`, or a list of :class:`Sample`.
+    ``classes``: class names (list or classes.txt path), fixing the label order.
+    ``sampling``: "segment" (TSN) or "dense" (``sample_stride`` apart); see :mod:`videomamba.data.sampling`.
+    ``skip_bad``: probe every file once at construction and drop the ones that cannot be decoded,
+    listing them in ``bad_files`` as ``(path, reason)``; a file that still fails later is replaced by the
+    next good item and logged (a worker's discoveries stay in that worker). Without it a bad file raises
+    VideoDecodeError naming the file and the reason.
+    """
+
+    def __init__(self, annotations, root=None, fmt: str = "auto", num_frames: int = 8,
+                 sampling: str = "segment", sample_stride: int = 4, train: bool = True, img_size: int = 224,
+                 short_side: int | None = None, num_clips: int = 1, num_crops: int = 1, repeat_aug: int = 1,
+                 augment: AugmentConfig | None = None, flip: bool = True, skip_bad: bool = False,
+                 classes=None, backend: str = "auto", threads: int = 1, short: str = "pad",
+                 annotation_kwargs: dict | None = None):
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+        for name, v in (("num_frames", num_frames), ("img_size", img_size), ("num_clips", num_clips),
+                        ("num_crops", num_crops), ("repeat_aug", repeat_aug), ("sample_stride", sample_stride)):
+            if int(v) < 1:
+                raise ValueError(f"{name} must be >= 1, got {v}")
+        if short_side is not None and short_side < img_size:
+            raise ValueError(f"short_side ({short_side}) must be >= img_size ({img_size})")
+
+        if isinstance(annotations, (str, Path)):
+            ann = read_annotations(annotations, fmt=fmt, root=root, classes=classes, **(annotation_kwargs or {}))
+        elif isinstance(annotations, Annotations):
+            ann = annotations
+        else:
+            samples = list(annotations)
+            if not samples or not all(isinstance(s, Sample) for s in samples):
+                raise ValueError("annotations must be a path, an Annotations or a non-empty list of Sample")
+            names = load_classes(classes) if isinstance(classes, (str, Path)) else classes
+            regression = any(isinstance(s.label, float) for s in samples)
+            if names is None and not regression:
+                names = [str(i) for i in range(max(int(s.label) for s in samples) + 1)]
+            ann = Annotations(samples, list(names or []), "samples", Path("."), regression)
+        self.annotations = ann
+        self.samples: list[Sample] = list(ann.samples)
+        self.classes: list[str] = list(ann.classes)
+        self.regression = ann.regression
+        self.num_frames, self.sampling, self.sample_stride = int(num_frames), sampling, int(sample_stride)
+        self.train, self.img_size = train, int(img_size)
+        self.short_side = int(short_side) if short_side else int(img_size)
+        self.num_clips, self.num_crops, self.repeat_aug = int(num_clips), int(num_crops), int(repeat_aug)
+        self.augment = augment if augment is not None else AugmentConfig()
+        self.flip = bool(flip) and self.augment.flip and self._flip_allowed(ann)
+        self.backend, self.threads, self.short = backend, threads, short
+        self._rand_augment = (RandAugment.from_string(self.augment.rand_augment)
+                              if train and self.augment.rand_augment else None)
+        self.skip_bad = skip_bad
+        self.bad_files: list[tuple[str, str]] = []
+        if skip_bad:
+            self._drop_bad_files()
+
+    # -- metadata ---------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        """Number of outputs a head needs: the class count, or 1 for regression."""
+        return 1 if self.regression else len(self.classes)
+
+    def save_classes(self, path) -> None:
+        save_classes(path, self.classes)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @staticmethod
+    def _flip_allowed(ann: Annotations) -> bool:
+        if ann.fmt == "ssv2":
+            log.info("horizontal flip disabled: SSv2 labels depend on left/right")
+            return False
+        meta = (ann.source if ann.source.is_dir() else ann.source.parent) / "meta.json"
+        if meta.is_file():
+            try:
+                if json.loads(meta.read_text()).get("flip") is False:
+                    log.info("horizontal flip disabled by %s", meta)
+                    return False
+            except (OSError, ValueError, AttributeError):
+                pass
+        return True
+
+    def _drop_bad_files(self) -> None:
+        verdict: dict[Path, str | None] = {}
+        for s in self.samples:
+            if s.path in verdict:
+                continue
+            try:
+                with open_video(s.path, backend=self.backend, threads=1):
+                    verdict[s.path] = None
+            except VideoDecodeError as e:
+                verdict[s.path] = e.reason
+        self.bad_files = [(str(p), r) for p, r in verdict.items() if r is not None]
+        if self.bad_files:
+            self.samples = [s for s in self.samples if verdict[s.path] is None]
+            shown = "; ".join(f"{p} ({r})" for p, r in self.bad_files[:5])
+            more = f" and {len(self.bad_files) - 5} more" if len(self.bad_files) > 5 else ""
+            log.warning("skipping %d bad video file(s): %s%s", len(self.bad_files), shown, more)
+            if not self.samples:
+                raise VideoDecodeError(self.annotations.source, f"all {len(verdict)} video files are unusable, "
+                                                                f"e.g. {shown}")
+
+    # -- items ------------------------------------------------------------------------------
+    def __getitem__(self, index: int) -> dict:
+        index = int(index)
+        if index < 0:
+            index += len(self.samples)
+        if not 0 <= index < len(self.samples):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self.samples)} videos")
+        attempts = min(len(self.samples), 10) if self.skip_bad else 1
+        for k in range(attempts):
+            i = (index + k) % len(self.samples)
+            try:
+                video = self._load(self.samples[i])
+            except VideoDecodeError as e:
+                if not self.skip_bad:
+                    raise
+                self.bad_files.append((e.path, e.reason))
+                log.warning("skipping bad video %s: %s", e.path, e.reason)
+                continue
+            s = self.samples[i]
+            return {"video": video, "label": float(s.label) if self.regression else int(s.label),
+                    "index": i, "path": str(s.path)}
+        raise VideoDecodeError(self.samples[index].path, f"this and the next {attempts - 1} videos all failed")
+
+    def _frame_window(self, reader, sample: Sample) -> tuple[int, int]:
+        n = reader.info.num_frames
+        if "start" not in sample.extra:
+            return 0, n
+        times = reader.frame_times
+        if times is None:  # no timestamps: assume a constant rate
+            fps = reader.info.fps or 1.0
+            times = [i / fps for i in range(n)]
+        return time_to_frame_range(times, float(sample.extra["start"]), float(sample.extra["end"]))
+
+    def _load(self, sample: Sample) -> torch.Tensor:
+        with open_video(sample.path, backend=self.backend, threads=self.threads) as reader:
+            start, end = self._frame_window(reader, sample)
+            clip_count = 1 if self.train else self.num_clips
+            per_clip = [sample_indices(reader.info.num_frames, self.num_frames, self.sampling, self.sample_stride,
+                                       self.train, c, clip_count, short=self.short, start=start, end=end)
+                        for c in range(clip_count)]
+            flat = [i for idx in per_clip for i in idx]
+            frames = reader.get_frames(flat, layout="TCHW")                    # (clips*T, 3, H, W) uint8
+        clips = frames.split(self.num_frames)
+        if self.train:
+            views = [self._train_view(clips[0]) for _ in range(self.repeat_aug)]
+            return views[0] if self.repeat_aug == 1 else torch.stack(views)
+        views = []
+        for clip in clips:
+            clip = T.resize_short_side(clip, self.short_side)
+            views += [T.normalize(c) for c in T.spatial_crops(clip, self.img_size, self.num_crops)]
+        return torch.stack(views)                                             # (V, 3, T, H, W)
+
+    def _train_view(self, clip: torch.Tensor) -> torch.Tensor:
+        a = self.augment
+        if a.random_crop:
+            clip = T.random_resized_crop(clip, self.img_size, a.scale, a.ratio)
+        else:
+            clip = T.center_crop(T.resize_short_side(clip, self.short_side), self.img_size)
+        if self.flip and float(torch.rand(1)) < 0.5:
+            clip = T.hflip(clip)
+        if self._rand_augment is not None:
+            clip = self._rand_augment(clip)
+        x = T.normalize(clip)                                                 # (3, T, H, W)
+        return T.random_erasing(x, a.random_erasing) if a.random_erasing > 0 else x
+
+
+def load_video_clips(path, num_frames: int, num_clips: int, img_size: int, short_side: int | None = None,
+                     num_crops: int = 1, sampling: str = "segment", sample_stride: int = 4,
+                     backend: str = "auto", short: str = "pad") -> torch.Tensor:
+    """Evaluation views of one video of any length: float (V, 3, T, H, W), V = num_clips * num_crops.
+
+    Clips spread over the whole video (see :mod:`videomamba.data.sampling`), normalised like the dataset.
+    """
+    ds = VideoDataset([Sample(Path(path), 0)], num_frames=num_frames, sampling=sampling,
+                      sample_stride=sample_stride, train=False, img_size=img_size, short_side=short_side,
+                      num_clips=num_clips, num_crops=num_crops, classes=["video"], backend=backend,
+                      threads=0, short=short)
+    return ds[0]["video"]

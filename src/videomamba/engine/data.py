@@ -1,0 +1,146 @@
+"""Loaders whose order and augmentation randomness are a pure function of (seed, epoch, position).
+
+That is what makes a resumed run exact: the sampler regenerates the epoch's permutation and skips
+the samples already seen, and every item re-seeds the global RNGs (torch / numpy / random) from
+(seed, epoch, index) while it is being loaded, whichever worker process loads it.
+"""
+from __future__ import annotations
+
+import random
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from .distributed import DistInfo
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """A well-mixed 63-bit seed (splitmix64 of the three numbers)."""
+    x = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + index * 0x94D049BB133111EB) & (2**64 - 1)
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & (2**64 - 1)
+    x ^= x >> 31
+    return x & (2**63 - 1)
+
+
+class SeededItems(Dataset):
+    """Wraps a map-style dataset; ``__getitem__((index, seed))`` loads ``index`` with all global RNGs
+    seeded from ``seed`` and restores them afterwards (so the caller's random streams are untouched)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name):  # classes, num_classes, bad_files, ...
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, key):
+        if not isinstance(key, tuple):
+            return self.dataset[key]
+        index, seed = key
+        py_state, np_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            try:
+                return self.dataset[index]
+            finally:
+                random.setstate(py_state)
+                np.random.set_state(np_state)
+
+
+class ResumableSampler(DistributedSampler):
+    """``DistributedSampler`` (seeded per-epoch permutation, one shard per rank) that yields
+    ``(index, item_seed)`` pairs and can start part-way through an epoch (``set_start``)."""
+
+    def __init__(self, dataset, num_replicas: int = 1, rank: int = 0, shuffle: bool = True,
+                 seed: int = 0, drop_last: bool = False):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
+                         drop_last=drop_last)
+        self.start = 0
+
+    def set_start(self, start: int) -> None:
+        """Skip the first ``start`` samples of this rank's shard of the current epoch."""
+        self.start = start
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        indices = list(super().__iter__())
+        for i in indices[self.start:]:
+            yield i, item_seed(self.seed, self.epoch, i)
+
+    def __len__(self) -> int:
+        return max(0, self.num_samples - self.start)
+
+
+def make_loader(dataset, batch_size: int, info: DistInfo, train: bool, seed: int = 0,
+                num_workers: int = 0, pin_memory: bool = False) -> tuple[DataLoader, ResumableSampler]:
+    """A loader over ``SeededItems(dataset)``; evaluation shards are padded by the sampler and the
+    duplicates are dropped after gathering (by index)."""
+    sampler = ResumableSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=train,
+                               seed=seed, drop_last=False)
+    # The loader gets its own generator: otherwise creating an iterator draws from the global RNG,
+    # and a resumed run (new iterator mid-epoch) would diverge from an uninterrupted one.
+    g = torch.Generator()
+    g.manual_seed(seed)
+    loader = DataLoader(SeededItems(dataset), batch_size=batch_size, sampler=sampler, drop_last=train,
+                        num_workers=num_workers, pin_memory=pin_memory, generator=g,
+                        persistent_workers=False)
+    return loader, sampler
+
+
+# --------------------------------------------------------------------------- from a config
+def dataset_kwargs(cfg, train: bool) -> dict:
+    d, a = cfg.data, cfg.augment
+    kw = dict(root=d.root, fmt=d.format, num_frames=d.num_frames, sampling=d.sampling,
+              sample_stride=d.sample_stride, train=train, img_size=d.img_size, short_side=d.short_side,
+              flip=a.flip, skip_bad=d.skip_bad)
+    if train:
+        kw.update(num_clips=1, num_crops=1, repeat_aug=d.repeat_aug)
+    else:
+        kw.update(num_clips=d.test_clips, num_crops=d.test_crops, repeat_aug=1)
+    return kw
+
+
+def build_dataset(cfg, annotations: str, train: bool, classes=None):
+    from ..data import AugmentConfig, VideoDataset
+
+    a = cfg.augment
+    augment = None
+    if train:
+        augment = AugmentConfig(rand_augment=a.rand_augment, scale=tuple(a.scale), ratio=tuple(a.ratio),
+                                random_erasing=a.random_erasing, flip=a.flip, random_crop=a.random_crop)
+    return VideoDataset(annotations, augment=augment, classes=classes, **dataset_kwargs(cfg, train))
+
+
+def build_mixup(cfg, num_classes: int):
+    """The data pipeline's Mixup when mixup or cutmix is on, else None (plain label smoothing)."""
+    a = cfg.augment
+    if cfg.task.type != "classification" or a.mixup_prob <= 0 or (a.mixup <= 0 and a.cutmix <= 0):
+        return None
+    from ..data import Mixup
+
+    return Mixup(mixup_alpha=a.mixup, cutmix_alpha=a.cutmix, switch_prob=a.switch_prob, prob=a.mixup_prob,
+                 label_smoothing=a.label_smoothing, num_classes=num_classes)
+
+
+def read_classes(spec) -> list[str] | None:
+    """``classes``: None, a list of names, or a text file with one name per line."""
+    if spec is None:
+        return None
+    if isinstance(spec, (list, tuple)):
+        return [str(c) for c in spec]
+    from pathlib import Path
+
+    p = Path(spec)
+    if not p.is_file():
+        raise FileNotFoundError(f"classes file {spec} does not exist")
+    return [line.strip() for line in p.read_text().splitlines() if line.strip()]

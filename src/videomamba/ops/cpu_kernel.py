@@ -1,0 +1,242 @@
+"""The compiled CPU selective scan: one-off build, cache, and the autograd wrapper.
+
+Glossary: B batch, E channels, L length, N state size, G groups of B/C.
+
+The C++ source (``csrc/cpu_kernels.cpp``: the scan and the causal conv) is compiled on first use with
+``torch.utils.cpp_extension.load`` and cached in torch's extension directory, or in
+``$VIDEOMAMBA_EXT_DIR`` when set. The module name carries a hash of the source, the compiler
+flags, torch's version and the CPU's feature flags: a ``-march=native`` binary is never loaded on
+a CPU with other features. Concurrent first builds (DataLoader workers, DDP ranks, pytest
+processes) are serialised by an ``flock`` on a file next to the build, which also clears a
+torch ``lock`` file left behind by a build that was killed (torch's own lock would wait on it
+forever). If the build fails, :func:`load` records why and returns ``None``; the backend
+selection (``backend.py``) then falls back to the pure-torch scan with one warning.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).resolve().parent / "csrc" / "cpu_kernels.cpp"
+EXT_DIR_ENV = "VIDEOMAMBA_EXT_DIR"
+# -ffp-contract=fast only lets the compiler fuse a*b+c into an FMA (torch builds with -std=c++17,
+# whose ISO default is "off"); unlike -ffast-math it keeps inf/NaN semantics.
+BASE_FLAGS = ["-O3", "-DNDEBUG", "-ffp-contract=fast", "-fopenmp"]
+NATIVE_FLAGS = ["-march=native"]
+LDFLAGS = ["-fopenmp"]  # at::parallel_for is header-only and only parallel under OpenMP
+
+_lock = threading.Lock()
+_module = None
+_error: str | None = None
+_build_seconds: float | None = None
+
+
+def _cpu_fingerprint() -> str:
+    """Feature flags of this CPU (x86 'flags' / arm 'Features'); the machine name otherwise."""
+    parts = [platform.machine()]
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key = line.split(":", 1)[0].strip().lower()
+                if key in ("flags", "features"):
+                    parts.append(" ".join(sorted(line.split(":", 1)[1].split())))
+                    break
+    except OSError:
+        parts.append(platform.processor())
+    return "|".join(parts)
+
+
+def _flags(native: bool) -> list[str]:
+    return BASE_FLAGS + (NATIVE_FLAGS if native else [])
+
+
+def extension_name(native: bool = True) -> str:
+    h = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), " ".join(_flags(native)).encode(), torch.__version__.encode(),
+                 (_cpu_fingerprint() if native else platform.machine()).encode()):
+        h.update(part)
+        h.update(b"\0")
+    return f"videomamba_cpu_{h.hexdigest()[:16]}"
+
+
+def build_directory(name: str) -> str:
+    root = os.environ.get(EXT_DIR_ENV)
+    if root:
+        path = os.path.join(root, name)
+        os.makedirs(path, exist_ok=True)
+        return path
+    from torch.utils.cpp_extension import _get_build_directory
+    return _get_build_directory(name, verbose=False)
+
+
+def _library_path(name: str) -> str:
+    return os.path.join(build_directory(name), f"{name}.so")
+
+
+def is_built() -> bool:
+    """True when a build for this CPU is already cached (loading it takes well under a second)."""
+    try:
+        return any(os.path.exists(_library_path(extension_name(n))) for n in (True, False))
+    except Exception:  # noqa: BLE001 - a status query must never raise
+        return False
+
+
+class _BuildLock:
+    """Inter-process lock around the build; the kernel releases an flock when a process dies."""
+
+    def __init__(self, directory: str):
+        self.path = os.path.join(directory, "videomamba.lock")
+        self.torch_lock = os.path.join(directory, "lock")
+        self.fd = None
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: torch's own lock file is all there is
+            return self
+        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        # Every builder of this name holds our flock first, so a torch lock file seen now was left
+        # by a killed build, and torch would wait on it forever.
+        if os.path.exists(self.torch_lock):
+            log.warning("removing stale build lock %s", self.torch_lock)
+            try:
+                os.remove(self.torch_lock)
+            except FileNotFoundError:
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            import fcntl
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+        return False
+
+
+def _build(native: bool):
+    from torch.utils.cpp_extension import load as cpp_load
+
+    name = extension_name(native)
+    directory = build_directory(name)
+    with _BuildLock(directory):
+        fresh = not os.path.exists(os.path.join(directory, f"{name}.so"))
+        if fresh:
+            log.warning("compiling the CPU selective-scan kernel (one-off, cached in %s)", directory)
+        t0 = time.perf_counter()
+        mod = cpp_load(name=name, sources=[str(SOURCE)], extra_cflags=_flags(native),
+                       extra_ldflags=LDFLAGS, build_directory=directory, verbose=False)
+        return mod, (time.perf_counter() - t0 if fresh else None)
+
+
+def load():
+    """The compiled module, building it on first call; ``None`` if it cannot be built."""
+    global _module, _error, _build_seconds
+    if _module is not None or _error is not None:
+        return _module
+    with _lock:
+        if _module is not None or _error is not None:
+            return _module
+        errors = []
+        # -march=native first; a compiler that rejects it still gets a portable build.
+        for native in (True, False):
+            try:
+                _module, _build_seconds = _build(native)
+                return _module
+            except Exception as e:  # noqa: BLE001 - any build failure means "use the fallback"
+                errors.append(f"{'native' if native else 'portable'} build: {type(e).__name__}: "
+                              f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}")
+        _error = "; ".join(errors)
+        return None
+
+
+def load_error() -> str | None:
+    """Why the kernel could not be built (after :func:`load` returned ``None``)."""
+    return _error
+
+
+def build_seconds() -> float | None:
+    """Seconds the first build took in this process, ``None`` if it came from the cache."""
+    return _build_seconds
+
+
+def _grad_like(g: torch.Tensor | None, x: torch.Tensor | None):
+    return None if g is None or x is None else g.to(x.dtype)
+
+
+class _SelectiveScanCPU(torch.autograd.Function):
+    """Saves only the inputs; the backward recomputes the states (O(inputs) autograd memory)."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
+        mod = load()
+        squeeze = B.dim() == 3
+        B4 = B.unsqueeze(1) if squeeze else B   # (B, G, N, L)
+        C4 = C.unsqueeze(1) if C.dim() == 3 else C
+        out, last = mod.fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, return_last_state)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
+        ctx.delta_softplus = delta_softplus
+        ctx.return_last_state = return_last_state
+        if return_last_state:
+            return out, last
+        return out
+
+    @staticmethod
+    def backward(ctx, dout, *rest):
+        u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
+        dlast = rest[0] if ctx.return_last_state and rest else None
+        B4 = B.unsqueeze(1) if B.dim() == 3 else B
+        C4 = C.unsqueeze(1) if C.dim() == 3 else C
+        du, ddelta, dA, dB, dC, dD, dz, dbias = load().bwd(
+            u, delta, A, B4, C4, D, z, delta_bias, ctx.delta_softplus, dout, dlast)
+        dB = dB.squeeze(1) if B.dim() == 3 else dB
+        dC = dC.squeeze(1) if C.dim() == 3 else dC
+        return (_grad_like(du, u), _grad_like(ddelta, delta), _grad_like(dA, A), _grad_like(dB, B),
+                _grad_like(dC, C), _grad_like(dD, D), _grad_like(dz, z),
+                _grad_like(dbias, delta_bias), None, None)
+
+
+def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                       return_last_state=False):
+    """Compiled CPU scan (arguments validated by :func:`videomamba.ops.selective_scan`)."""
+    args = (u, delta, A, B, C, D, z, delta_bias)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
+        return _SelectiveScanCPU.apply(*args, bool(delta_softplus), bool(return_last_state))
+    B4 = B.unsqueeze(1) if B.dim() == 3 else B
+    C4 = C.unsqueeze(1) if C.dim() == 3 else C
+    out, last = load().fwd(u, delta, A, B4, C4, D, z, delta_bias, bool(delta_softplus),
+                           bool(return_last_state))
+    return (out, last) if return_last_state else out
+
+
+class _CausalConv1dCPU(torch.autograd.Function):
+    """Saves only the inputs; the backward recomputes the pre-activation."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, silu):
+        ctx.save_for_backward(x, weight, bias)
+        ctx.silu = silu
+        return load().conv_fwd(x, weight, bias, silu)
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, weight, bias = ctx.saved_tensors
+        dx, dw, db = load().conv_bwd(x, weight, bias, ctx.silu, dout)
+        return _grad_like(dx, x), _grad_like(dw, weight), _grad_like(db, bias), None
+
+
+def causal_conv1d_cpu(x, weight, bias=None, activation=None):
+    """Compiled causal depthwise conv1d: x (B, E, L), weight (E, K), bias (E,) -> x's dtype."""
+    silu = activation in ("silu", "swish")
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+        return _CausalConv1dCPU.apply(x, weight, bias, silu)
+    return load().conv_fwd(x, weight, bias, silu)

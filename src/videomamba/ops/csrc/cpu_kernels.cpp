@@ -1,0 +1,643 @@
+// CPU kernels: the selective scan (forward and backward) and, at the end, the causal depthwise
+// conv1d. The scan's maths and the readable oracle live in
+// ../selective_scan.py (selective_scan_ref); tests/ops compares this file against it.
+//
+// Glossary: Bsz batch, E channels, L length, N state size, G groups of B/C, Eg = E / G channels
+// per group, W lanes (channels scanned together in one SIMD vector), T time steps per tile.
+//
+//   h_t = exp(d_t * A) * h_{t-1} + d_t * u_t * B_t      d = softplus(delta + bias) or delta + bias
+//   y_t = <h_t, C_t> + D * u_t                            out = y * silu(z)
+//
+// Layout: one work item scans W channels of one (batch, group) over the whole sequence. The W
+// channels sit in the lanes of a GCC vector, so the recurrence stays sequential in t while each
+// instruction serves W channels; B_t and C_t are shared by the lanes and read as broadcast
+// scalars from an (L, N) copy. u, delta, z, dout are transposed tile by tile into (T, W) buffers,
+// an O(E*L) cost next to the O(E*L*N) exps.
+//
+// Numerics: state math in fp32. exp(d * A) = exp2(d * (A * log2 e)) with a branch-free exp2 that
+// saturates to 0 / inf and propagates NaN (no -ffast-math). Denormals are flushed inside the
+// kernel: decaying states would otherwise hit ~100-cycle microcode assists on x86.
+//
+// Memory: the backward gets only the inputs. It recomputes the states: a first pass keeps the
+// state at each tile boundary (L / T * N floats per channel), then tiles are replayed in reverse,
+// each one recomputed into a (T, N) buffer that stays in L2.
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#include <xmmintrin.h>
+#define VM_HAS_MXCSR 1
+#endif
+
+namespace {
+
+constexpr int W = 16;  // one AVX-512 register, two AVX2 ones; reduce16 below assumes 16
+constexpr int T = 64;  // tile: (T, N) floats of states and decays per lane stay in L2
+constexpr float LOG2E = 1.4426950408889634f;
+
+typedef float vf __attribute__((vector_size(W * sizeof(float))));
+typedef int32_t vi __attribute__((vector_size(W * sizeof(int32_t))));
+
+inline vf splat(float s) { return vf{} + s; }
+
+// 2^x, rel. error < 2e-7. Clamping x to [-126, 128] makes the edges exact without selects:
+// x < -126 gives 0 (true value < 1.2e-38), x >= 128 gives inf, NaN passes through p.
+inline vf vexp2(vf x) {
+  x = x < -126.f ? splat(-126.f) : x;  // comparisons with NaN are false: NaN flows on
+  x = x > 128.f ? splat(128.f) : x;
+  const vf k = (x + 12582912.f) - 12582912.f;  // round to nearest via 1.5 * 2^23
+  const vf f = x - k;                          // exact, |f| <= 0.5
+  // Cephes exp2f polynomial with every coefficient doubled, so that the scale is 2^(k-1) and
+  // k = 128 still has a finite scale (p * 2^127 with p < 2 is finite when f < 0).
+  vf p = f * 3.070672376639000e-4f + 2.679774880533148e-3f;
+  p = p * f + 1.923687471534928e-2f;
+  p = p * f + 1.110066494232562e-1f;
+  p = p * f + 4.804529582726024e-1f;
+  p = p * f + 1.3862944057100842f;
+  p = p * f + 2.f;
+  const vf kc = k == k ? k : splat(0.f);  // keep the int conversion defined for NaN
+  const vi bits = (__builtin_convertvector(kc, vi) + 126) << 23;  // 2^(k-1); k = -126 gives 0
+  vf scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+inline vf vexp(vf x) { return vexp2(x * LOG2E); }
+
+// log(1 + v) for v in [0, 1] as 2 atanh(s), s = v / (2 + v) <= 1/3: no cancellation for small v,
+// series truncated at s^15 (next term < 1.5e-9 relative).
+inline vf vlog1p_unit(vf v) {
+  const vf s = v / (v + 2.f);
+  const vf s2 = s * s;
+  vf p = s2 * (1.f / 15) + 1.f / 13;
+  p = p * s2 + 1.f / 11;
+  p = p * s2 + 1.f / 9;
+  p = p * s2 + 1.f / 7;
+  p = p * s2 + 1.f / 5;
+  p = p * s2 + 1.f / 3;
+  p = p * s2 + 1.f;
+  return 2.f * s * p;
+}
+
+// torch's softplus (beta 1, threshold 20), written max(x, 0) + log1p(exp(-|x|)) so nothing
+// overflows; softplus(-inf) = 0, softplus(NaN) = NaN.
+inline vf vsoftplus(vf x) {
+  const vf ax = x < 0.f ? -x : x;
+  const vf sp = (x > 0.f ? x : splat(0.f)) + vlog1p_unit(vexp(-ax));
+  return x > 20.f ? x : sp;
+}
+
+inline vf vsigmoid(vf x) { return 1.f / (1.f + vexp(-x)); }
+
+// dst[i] += sum of the W lanes of src[i], i < count. Sixteen vectors at a time go through a
+// transpose-and-add tree (4 levels of two shuffles and an add) instead of 16 horizontal sums.
+inline void reduce_lanes(const vf* src, int64_t count, float* dst) {
+  int64_t i = 0;
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+  for (; i + 16 <= count; i += 16) {
+    const vf* s = src + i;
+    vf a[8], b[4], c[2];
+    for (int j = 0; j < 8; ++j)
+      a[j] = __builtin_shufflevector(s[2 * j], s[2 * j + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18,
+                                     19, 20, 21, 22, 23) +
+             __builtin_shufflevector(s[2 * j], s[2 * j + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25,
+                                     26, 27, 28, 29, 30, 31);
+    for (int j = 0; j < 4; ++j)
+      b[j] = __builtin_shufflevector(a[2 * j], a[2 * j + 1], 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18,
+                                     19, 24, 25, 26, 27) +
+             __builtin_shufflevector(a[2 * j], a[2 * j + 1], 4, 5, 6, 7, 12, 13, 14, 15, 20, 21,
+                                     22, 23, 28, 29, 30, 31);
+    for (int j = 0; j < 2; ++j)
+      c[j] = __builtin_shufflevector(b[2 * j], b[2 * j + 1], 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20,
+                                     21, 24, 25, 28, 29) +
+             __builtin_shufflevector(b[2 * j], b[2 * j + 1], 2, 3, 6, 7, 10, 11, 14, 15, 18, 19,
+                                     22, 23, 26, 27, 30, 31);
+    const vf r = __builtin_shufflevector(c[0], c[1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22,
+                                         24, 26, 28, 30) +
+                 __builtin_shufflevector(c[0], c[1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23,
+                                         25, 27, 29, 31);
+    for (int j = 0; j < 16; ++j) dst[i + j] += r[j];
+  }
+#endif
+  for (; i < count; ++i) {
+    float acc = 0.f;
+    for (int w = 0; w < W; ++w) acc += src[i][w];
+    dst[i] += acc;
+  }
+}
+
+// Rows [e0, e0 + nl) x columns [t0, t0 + tc) of a row-major (.., L) array <-> lanes of dst[t].
+inline void load_tile(vf* dst, const float* src, int64_t L, int nl, int tc) {
+  for (int w = 0; w < nl; ++w) {
+    const float* s = src + w * L;
+    for (int t = 0; t < tc; ++t) dst[t][w] = s[t];
+  }
+}
+
+inline void store_tile(float* dst, const vf* src, int64_t L, int nl, int tc) {
+  for (int w = 0; w < nl; ++w) {
+    float* d = dst + w * L;
+    for (int t = 0; t < tc; ++t) d[t] = src[t][w];
+  }
+}
+
+struct Problem {
+  int64_t Bsz, E, L, N, G, Eg, nblk;  // nblk: W-channel blocks per group
+  const float *u, *delta, *A, *Bt, *Ct, *D, *z, *bias;  // Bt, Ct: (Bsz, G, L, N)
+  bool softplus;
+};
+
+// Per-thread buffers, reused across work items. Lanes >= nl of the input tiles stay zero, so
+// padded channels scan u = 0 with A = 0 and contribute nothing.
+struct Scratch {
+  std::vector<vf> raw, d, du, u, z, dout, sg, y, o1, o2, o3;  // (T,) tiles
+  std::vector<vf> h, g, al2, av, dA;                         // (N,)
+  std::vector<vf> hs, as, rb, rc;                            // (T, N)
+  std::vector<vf> ck;                                        // (L / T + 1, N)
+  Scratch(int64_t N, int64_t L, bool backward) {
+    for (auto* v : {&raw, &d, &du, &u, &z, &dout, &sg, &y, &o1, &o2, &o3}) v->assign(T, vf{});
+    for (auto* v : {&h, &g, &al2, &av, &dA}) v->assign(N, vf{});
+    if (backward) {
+      for (auto* v : {&hs, &as, &rb, &rc}) v->assign(T * N, vf{});
+      ck.assign(((L + T - 1) / T + 1) * N, vf{});
+    }
+  }
+  void clear_inputs() {
+    for (auto* v : {&raw, &u, &z, &dout}) std::fill(v->begin(), v->end(), vf{});
+  }
+};
+
+struct Lanes {  // per-block constants
+  vf D, bias;
+};
+
+Lanes setup_block(const Problem& P, int64_t e0, int nl, Scratch& S) {
+  Lanes c{vf{}, vf{}};
+  for (int64_t n = 0; n < P.N; ++n) {
+    vf a{};
+    for (int w = 0; w < nl; ++w) a[w] = P.A[(e0 + w) * P.N + n];
+    S.av[n] = a;
+    S.al2[n] = a * LOG2E;
+  }
+  for (int w = 0; w < nl; ++w) {
+    if (P.D) c.D[w] = P.D[e0 + w];
+    if (P.bias) c.bias[w] = P.bias[e0 + w];
+  }
+  S.clear_inputs();
+  return c;
+}
+
+// Loads one tile of delta and u and forms d and d * u (and softplus'(delta + bias) if asked).
+inline void prepare_tile(const Problem& P, int64_t row0, int64_t t0, int nl, int tc,
+                         const Lanes& c, Scratch& S, bool want_sg) {
+  load_tile(S.raw.data(), P.delta + row0 + t0, P.L, nl, tc);
+  load_tile(S.u.data(), P.u + row0 + t0, P.L, nl, tc);
+  for (int t = 0; t < tc; ++t) {
+    const vf x = S.raw[t] + c.bias;
+    const vf d = P.softplus ? vsoftplus(x) : x;
+    S.d[t] = d;
+    S.du[t] = d * S.u[t];
+    if (want_sg) S.sg[t] = P.softplus ? (x > 20.f ? splat(1.f) : vsigmoid(x)) : splat(1.f);
+  }
+}
+
+// One scan step over all n. Four partial sums for y keep the FMA chain short. STORE keeps the
+// decays and states for the backward.
+template <bool STORE>
+inline vf step(vf* h, const vf* al2, vf d, vf du, const float* bt, const float* ct, int64_t N,
+               vf* as_out, vf* hs_out) {
+  vf y0{}, y1{}, y2{}, y3{};
+  int64_t n = 0;
+  for (; n + 4 <= N; n += 4) {
+    vf a0 = vexp2(d * al2[n]), a1 = vexp2(d * al2[n + 1]);
+    vf a2 = vexp2(d * al2[n + 2]), a3 = vexp2(d * al2[n + 3]);
+    h[n] = a0 * h[n] + du * bt[n];
+    h[n + 1] = a1 * h[n + 1] + du * bt[n + 1];
+    h[n + 2] = a2 * h[n + 2] + du * bt[n + 2];
+    h[n + 3] = a3 * h[n + 3] + du * bt[n + 3];
+    y0 += h[n] * ct[n];
+    y1 += h[n + 1] * ct[n + 1];
+    y2 += h[n + 2] * ct[n + 2];
+    y3 += h[n + 3] * ct[n + 3];
+    if constexpr (STORE) {
+      as_out[n] = a0, as_out[n + 1] = a1, as_out[n + 2] = a2, as_out[n + 3] = a3;
+      hs_out[n] = h[n], hs_out[n + 1] = h[n + 1], hs_out[n + 2] = h[n + 2],
+      hs_out[n + 3] = h[n + 3];
+    }
+  }
+  for (; n < N; ++n) {
+    const vf a = vexp2(d * al2[n]);
+    h[n] = a * h[n] + du * bt[n];
+    y0 += h[n] * ct[n];
+    if constexpr (STORE) as_out[n] = a, hs_out[n] = h[n];
+  }
+  return (y0 + y1) + (y2 + y3);
+}
+
+// States only (backward's first pass): no C, no y.
+inline void step_state(vf* h, const vf* al2, vf d, vf du, const float* bt, int64_t N) {
+  for (int64_t n = 0; n < N; ++n) h[n] = vexp2(d * al2[n]) * h[n] + du * bt[n];
+}
+
+void forward_item(const Problem& P, int64_t b, int64_t g, int64_t e0, int nl, float* out,
+                  float* last, Scratch& S) {
+  const int64_t L = P.L, N = P.N;
+  const int64_t row0 = (b * P.E + e0) * L;
+  const float* Bt = P.Bt + (b * P.G + g) * L * N;
+  const float* Ct = P.Ct + (b * P.G + g) * L * N;
+  const Lanes c = setup_block(P, e0, nl, S);
+  vf* h = S.h.data();
+  std::fill(S.h.begin(), S.h.end(), vf{});
+  for (int64_t t0 = 0; t0 < L; t0 += T) {
+    const int tc = static_cast<int>(std::min<int64_t>(T, L - t0));
+    prepare_tile(P, row0, t0, nl, tc, c, S, false);
+    if (P.z) load_tile(S.z.data(), P.z + row0 + t0, L, nl, tc);
+    for (int t = 0; t < tc; ++t) {
+      vf y = step<false>(h, S.al2.data(), S.d[t], S.du[t], Bt + (t0 + t) * N, Ct + (t0 + t) * N, N,
+                  nullptr, nullptr);
+      y += c.D * S.u[t];
+      if (P.z) y *= S.z[t] * vsigmoid(S.z[t]);
+      S.y[t] = y;
+    }
+    store_tile(out + row0 + t0, S.y.data(), L, nl, tc);
+  }
+  if (last)
+    for (int w = 0; w < nl; ++w)
+      for (int64_t n = 0; n < N; ++n) last[(b * P.E + e0 + w) * N + n] = h[n][w];
+}
+
+struct Grads {
+  const float* dout;   // (Bsz, E, L)
+  const float* dlast;  // (Bsz, E, N) or null
+  float *du, *ddelta, *dz;           // (Bsz, E, L)
+  float *dA, *dD, *dbias;            // per batch partials: (Bsz, E, N), (Bsz, E), (Bsz, E)
+  float *dB, *dC;                    // per thread partials: (threads, Bsz, G, L, N)
+};
+
+void backward_item(const Problem& P, const Grads& Gr, int64_t b, int64_t g, int64_t e0, int nl,
+                   int64_t tid, Scratch& S) {
+  const int64_t L = P.L, N = P.N;
+  const int64_t row0 = (b * P.E + e0) * L;
+  const float* Bt = P.Bt + (b * P.G + g) * L * N;
+  const float* Ct = P.Ct + (b * P.G + g) * L * N;
+  float* dBt = Gr.dB + ((tid * P.Bsz + b) * P.G + g) * L * N;
+  float* dCt = Gr.dC + ((tid * P.Bsz + b) * P.G + g) * L * N;
+  const Lanes c = setup_block(P, e0, nl, S);
+  const int64_t nck = (L + T - 1) / T;
+  vf* h = S.h.data();
+  vf* gs = S.g.data();
+  vf* al2 = S.al2.data();
+
+  // Pass 1: states at tile starts.
+  std::fill(S.h.begin(), S.h.end(), vf{});
+  for (int64_t k = 0; k < nck; ++k) {
+    const int64_t t0 = k * T;
+    const int tc = static_cast<int>(std::min<int64_t>(T, L - t0));
+    std::copy(h, h + N, S.ck.begin() + k * N);
+    prepare_tile(P, row0, t0, nl, tc, c, S, false);
+    for (int t = 0; t < tc; ++t) step_state(h, al2, S.d[t], S.du[t], Bt + (t0 + t) * N, N);
+  }
+
+  // Pass 2: tiles in reverse. gs carries exp(d_{t+1} A) * dL/dh_{t+1}; it starts at dL/dh_{L-1}
+  // from the last state's gradient.
+  for (int64_t n = 0; n < N; ++n) {
+    vf v{};
+    if (Gr.dlast)
+      for (int w = 0; w < nl; ++w) v[w] = Gr.dlast[(b * P.E + e0 + w) * N + n];
+    gs[n] = v;
+    S.dA[n] = vf{};
+  }
+  vf dD{}, dbias{};
+  for (int64_t k = nck - 1; k >= 0; --k) {
+    const int64_t t0 = k * T;
+    const int tc = static_cast<int>(std::min<int64_t>(T, L - t0));
+    prepare_tile(P, row0, t0, nl, tc, c, S, true);
+    if (P.z) load_tile(S.z.data(), P.z + row0 + t0, L, nl, tc);
+    load_tile(S.dout.data(), Gr.dout + row0 + t0, L, nl, tc);
+    // Recompute states h_t and decays a_t of this tile; y (before the gate) is needed for dz.
+    std::copy(S.ck.begin() + k * N, S.ck.begin() + (k + 1) * N, h);
+    for (int t = 0; t < tc; ++t)
+      S.y[t] = step<true>(h, al2, S.d[t], S.du[t], Bt + (t0 + t) * N, Ct + (t0 + t) * N, N,
+                    S.as.data() + t * N, S.hs.data() + t * N) +
+               c.D * S.u[t];
+    for (int t = tc - 1; t >= 0; --t) {
+      const vf d = S.d[t], du = S.du[t], u = S.u[t];
+      vf dy = S.dout[t];
+      if (P.z) {
+        const vf zt = S.z[t], s = vsigmoid(zt);
+        S.o3[t] = dy * S.y[t] * s * (1.f + zt * (1.f - s));  // dz: silu'(z) = s (1 + z (1 - s))
+        dy *= zt * s;
+      }
+      dD += dy * u;
+      const float* bt = Bt + (t0 + t) * N;
+      const float* ct = Ct + (t0 + t) * N;
+      const vf* hs = S.hs.data() + t * N;
+      const vf* as = S.as.data() + t * N;
+      const vf* hp = t > 0 ? S.hs.data() + (t - 1) * N : S.ck.data() + k * N;
+      vf* rb = S.rb.data() + t * N;
+      vf* rc = S.rc.data() + t * N;
+      vf sbu0{}, sbu1{}, sda0{}, sda1{};
+      int64_t n = 0;
+      for (; n + 2 <= N; n += 2) {
+        const vf g0 = gs[n] + dy * ct[n], g1 = gs[n + 1] + dy * ct[n + 1];  // dL/dh_t
+        rc[n] = dy * hs[n], rc[n + 1] = dy * hs[n + 1];
+        rb[n] = g0 * du, rb[n + 1] = g1 * du;
+        sbu0 += g0 * bt[n], sbu1 += g1 * bt[n + 1];
+        const vf q0 = g0 * hp[n] * as[n], q1 = g1 * hp[n + 1] * as[n + 1];  // dL/d(d A)
+        sda0 += q0 * S.av[n], sda1 += q1 * S.av[n + 1];
+        S.dA[n] += q0 * d, S.dA[n + 1] += q1 * d;
+        gs[n] = g0 * as[n], gs[n + 1] = g1 * as[n + 1];
+      }
+      for (; n < N; ++n) {
+        const vf g0 = gs[n] + dy * ct[n];
+        rc[n] = dy * hs[n];
+        rb[n] = g0 * du;
+        sbu0 += g0 * bt[n];
+        const vf q0 = g0 * hp[n] * as[n];
+        sda0 += q0 * S.av[n];
+        S.dA[n] += q0 * d;
+        gs[n] = g0 * as[n];
+      }
+      const vf sbu = sbu0 + sbu1;
+      const vf dd = (sbu * u + (sda0 + sda1)) * S.sg[t];
+      dbias += dd;
+      S.o1[t] = sbu * d + dy * c.D;  // du
+      S.o2[t] = dd;                  // ddelta
+    }
+    store_tile(Gr.du + row0 + t0, S.o1.data(), L, nl, tc);
+    store_tile(Gr.ddelta + row0 + t0, S.o2.data(), L, nl, tc);
+    if (P.z) store_tile(Gr.dz + row0 + t0, S.o3.data(), L, nl, tc);
+    reduce_lanes(S.rb.data(), tc * N, dBt + t0 * N);
+    reduce_lanes(S.rc.data(), tc * N, dCt + t0 * N);
+  }
+  for (int w = 0; w < nl; ++w) {
+    const int64_t e = b * P.E + e0 + w;
+    for (int64_t n = 0; n < N; ++n) Gr.dA[e * N + n] = S.dA[n][w];
+    Gr.dD[e] = dD[w];
+    Gr.dbias[e] = dbias[w];
+  }
+}
+
+// Flush denormals for the kernel's duration on this thread (x86 only), restoring afterwards.
+struct FlushDenormals {
+#ifdef VM_HAS_MXCSR
+  unsigned int saved;
+  FlushDenormals() : saved(_mm_getcsr()) { _mm_setcsr(saved | 0x8040); }
+  ~FlushDenormals() { _mm_setcsr(saved); }
+#endif
+};
+
+at::Tensor f32(const at::Tensor& x) { return x.to(at::kFloat).contiguous(); }
+
+const float* opt_ptr(const std::optional<at::Tensor>& x, at::Tensor& keep) {
+  if (!x.has_value() || !x->defined()) return nullptr;
+  keep = f32(*x);
+  return keep.data_ptr<float>();
+}
+
+struct Prepared {
+  Problem P;
+  at::Tensor u, delta, A, Bt, Ct, D, z, bias;  // fp32, contiguous; keep the pointers alive
+};
+
+Prepared prepare(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                 const at::Tensor& B, const at::Tensor& C, const std::optional<at::Tensor>& D,
+                 const std::optional<at::Tensor>& z, const std::optional<at::Tensor>& bias,
+                 bool softplus) {
+  TORCH_CHECK(u.dim() == 3 && B.dim() == 4 && C.dim() == 4 && A.dim() == 2,
+              "selective_scan_cpu: expects u (B,E,L), A (E,N), B and C (B,G,N,L)");
+  TORCH_CHECK(u.device().is_cpu(), "selective_scan_cpu: CPU tensors only");
+  Prepared r;
+  Problem& P = r.P;
+  P.Bsz = u.size(0), P.E = u.size(1), P.L = u.size(2), P.N = A.size(1), P.G = B.size(1);
+  TORCH_CHECK(P.G > 0 && P.E % P.G == 0, "selective_scan_cpu: E must be a multiple of G");
+  P.Eg = P.E / P.G;
+  P.nblk = (P.Eg + W - 1) / W;
+  r.u = f32(u), r.delta = f32(delta), r.A = f32(A);
+  r.Bt = B.to(at::kFloat).transpose(2, 3).contiguous();  // (Bsz, G, L, N)
+  r.Ct = C.to(at::kFloat).transpose(2, 3).contiguous();
+  P.u = r.u.data_ptr<float>(), P.delta = r.delta.data_ptr<float>(), P.A = r.A.data_ptr<float>();
+  P.Bt = r.Bt.data_ptr<float>(), P.Ct = r.Ct.data_ptr<float>();
+  P.D = opt_ptr(D, r.D), P.z = opt_ptr(z, r.z), P.bias = opt_ptr(bias, r.bias);
+  P.softplus = softplus;
+  return r;
+}
+
+// Work item i -> (batch, group, first channel, lanes in use). Blocks never straddle groups.
+inline void item_coords(const Problem& P, int64_t i, int64_t& b, int64_t& g, int64_t& e0,
+                        int& nl) {
+  const int64_t k = i % P.nblk;
+  g = (i / P.nblk) % P.G;
+  b = i / (P.nblk * P.G);
+  e0 = g * P.Eg + k * W;
+  nl = static_cast<int>(std::min<int64_t>(W, P.Eg - k * W));
+}
+
+// Runs fn(item, thread, scratch) over all work items. Threads pull items from a shared counter
+// rather than taking fixed halves: on a shared machine a descheduled thread then delays only its
+// current item, not half the scan.
+inline int64_t worker_count(const Problem& P) {
+  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), P.Bsz * P.G * P.nblk));
+}
+
+template <typename F>
+void for_each_item(const Problem& P, bool backward, const F& fn) {
+  const int64_t items = P.Bsz * P.G * P.nblk;
+  const int64_t threads = worker_count(P);
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+    FlushDenormals ftz;
+    Scratch S(P.N, P.L, backward);
+    const int64_t tid = at::get_thread_num();
+    TORCH_CHECK(tid < threads, "selective_scan_cpu: thread id out of range");
+    for (int64_t i = next++; i < items; i = next++) fn(i, tid, S);
+  });
+}
+
+std::vector<at::Tensor> scan_fwd(const at::Tensor& u, const at::Tensor& delta,
+                                 const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
+                                 const std::optional<at::Tensor>& D,
+                                 const std::optional<at::Tensor>& z,
+                                 const std::optional<at::Tensor>& bias, bool softplus,
+                                 bool return_last_state) {
+  Prepared r = prepare(u, delta, A, B, C, D, z, bias, softplus);
+  const Problem& P = r.P;
+  auto opts = u.options().dtype(at::kFloat);
+  at::Tensor out = at::empty({P.Bsz, P.E, P.L}, opts);
+  at::Tensor last = return_last_state ? at::zeros({P.Bsz, P.E, P.N}, opts) : at::Tensor();
+  float* outp = out.data_ptr<float>();
+  float* lastp = return_last_state ? last.data_ptr<float>() : nullptr;
+  for_each_item(P, false, [&](int64_t i, int64_t, Scratch& S) {
+    int64_t b, g, e0;
+    int nl;
+    item_coords(P, i, b, g, e0, nl);
+    forward_item(P, b, g, e0, nl, outp, lastp, S);
+  });
+  out = out.to(u.scalar_type());
+  return {out, last};
+}
+
+// Returns fp32 grads (du, ddelta, dA, dB, dC, dD, dz, dbias); the caller casts them to the
+// inputs' dtypes. dlast is the gradient of the returned last state, if any.
+std::vector<at::Tensor> scan_bwd(const at::Tensor& u, const at::Tensor& delta,
+                                 const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
+                                 const std::optional<at::Tensor>& D,
+                                 const std::optional<at::Tensor>& z,
+                                 const std::optional<at::Tensor>& bias, bool softplus,
+                                 const at::Tensor& dout, const std::optional<at::Tensor>& dlast) {
+  Prepared r = prepare(u, delta, A, B, C, D, z, bias, softplus);
+  const Problem& P = r.P;
+  auto opts = u.options().dtype(at::kFloat);
+  const int64_t threads = worker_count(P);  // one dB / dC partial per worker
+  at::Tensor dout_f = f32(dout);
+  at::Tensor dlast_f;
+  const float* dlastp = opt_ptr(dlast, dlast_f);
+  at::Tensor du = at::empty({P.Bsz, P.E, P.L}, opts), ddelta = at::empty_like(du);
+  at::Tensor dz = P.z ? at::empty_like(du) : at::Tensor();
+  at::Tensor dA = at::zeros({P.Bsz, P.E, P.N}, opts);
+  at::Tensor dD = at::zeros({P.Bsz, P.E}, opts), dbias = at::zeros({P.Bsz, P.E}, opts);
+  at::Tensor dBp = at::zeros({threads, P.Bsz, P.G, P.L, P.N}, opts);
+  at::Tensor dCp = at::zeros({threads, P.Bsz, P.G, P.L, P.N}, opts);
+  Grads Gr{dout_f.data_ptr<float>(), dlastp, du.data_ptr<float>(), ddelta.data_ptr<float>(),
+           P.z ? dz.data_ptr<float>() : nullptr, dA.data_ptr<float>(), dD.data_ptr<float>(),
+           dbias.data_ptr<float>(), dBp.data_ptr<float>(), dCp.data_ptr<float>()};
+  for_each_item(P, true, [&](int64_t i, int64_t tid, Scratch& S) {
+    int64_t b, g, e0;
+    int nl;
+    item_coords(P, i, b, g, e0, nl);
+    backward_item(P, Gr, b, g, e0, nl, tid, S);
+  });
+  at::Tensor dB = dBp.sum(0).transpose(2, 3).contiguous();  // (Bsz, G, N, L)
+  at::Tensor dC = dCp.sum(0).transpose(2, 3).contiguous();
+  return {du, ddelta, dA.sum(0), dB, dC, dD.sum(0), dz, dbias.sum(0)};
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// Causal depthwise conv1d with optional SiLU: out[e, t] = act(bias[e] + sum_k w[e, k] x[e, t - K + 1 + k]),
+// x (Bsz, E, L), w (E, K). One row (b, e) per task; the backward recomputes the pre-activation.
+
+// s <- bias + causal conv of one row (zeros before t = 0).
+inline void conv_row(const float* x, const float* w, float bias, int64_t K, int64_t L, float* s) {
+  std::fill(s, s + L, bias);
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t shift = K - 1 - k;
+    const float wk = w[k];
+    for (int64_t t = shift; t < L; ++t) s[t] += wk * x[t - shift];
+  }
+}
+
+// f(v) over a row, W floats at a time through the vector helpers (tail padded with zeros).
+template <typename F>
+inline void map_row(float* dst, const float* src, int64_t L, const F& f) {
+  for (int64_t t = 0; t < L; t += W) {
+    const int64_t n = std::min<int64_t>(W, L - t);
+    vf v{};
+    std::memcpy(&v, src + t, n * sizeof(float));
+    const vf r = f(v, t, n);
+    std::memcpy(dst + t, &r, n * sizeof(float));
+  }
+}
+
+// sum_t a[t] * b[t] (b = null: sum_t a[t]) in W-lane partial sums; a plain float loop would
+// stay scalar, since the compiler may not reorder the additions.
+inline float dot(const float* a, const float* b, int64_t n) {
+  vf acc{};
+  int64_t t = 0;
+  for (; t + W <= n; t += W) {
+    vf va, vb = splat(1.f);
+    std::memcpy(&va, a + t, sizeof va);
+    if (b) std::memcpy(&vb, b + t, sizeof vb);
+    acc += va * vb;
+  }
+  float r = 0.f;
+  for (int w = 0; w < W; ++w) r += acc[w];
+  for (; t < n; ++t) r += a[t] * (b ? b[t] : 1.f);
+  return r;
+}
+
+at::Tensor conv_fwd(const at::Tensor& x, const at::Tensor& weight,
+                    const std::optional<at::Tensor>& bias, bool silu) {
+  TORCH_CHECK(x.dim() == 3 && weight.dim() == 2 && x.size(1) == weight.size(0),
+              "causal_conv1d_cpu: expects x (B,E,L) and weight (E,K)");
+  const at::Tensor xf = f32(x), wf = f32(weight);
+  at::Tensor bkeep;
+  const float* bp = opt_ptr(bias, bkeep);
+  const int64_t Bsz = x.size(0), E = x.size(1), L = x.size(2), K = weight.size(1);
+  at::Tensor out = at::empty({Bsz, E, L}, x.options().dtype(at::kFloat));
+  const float *xp = xf.data_ptr<float>(), *wp = wf.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, Bsz * E, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t e = r % E;
+      float* s = op + r * L;
+      conv_row(xp + r * L, wp + e * K, bp ? bp[e] : 0.f, K, L, s);
+      if (silu) map_row(s, s, L, [](vf v, int64_t, int64_t) { return v * vsigmoid(v); });
+    }
+  });
+  return out.to(x.scalar_type());
+}
+
+// -> fp32 (dx, dweight, dbias or undefined)
+std::vector<at::Tensor> conv_bwd(const at::Tensor& x, const at::Tensor& weight,
+                                 const std::optional<at::Tensor>& bias, bool silu,
+                                 const at::Tensor& dout) {
+  const at::Tensor xf = f32(x), wf = f32(weight), gf = f32(dout);
+  at::Tensor bkeep;
+  const float* bp = opt_ptr(bias, bkeep);
+  const int64_t Bsz = x.size(0), E = x.size(1), L = x.size(2), K = weight.size(1);
+  auto opts = x.options().dtype(at::kFloat);
+  at::Tensor dx = at::empty({Bsz, E, L}, opts);
+  at::Tensor dw = at::zeros({Bsz, E, K}, opts), db = at::zeros({Bsz, E}, opts);
+  const float *xp = xf.data_ptr<float>(), *wp = wf.data_ptr<float>(), *gp = gf.data_ptr<float>();
+  float *dxp = dx.data_ptr<float>(), *dwp = dw.data_ptr<float>(), *dbp = db.data_ptr<float>();
+  at::parallel_for(0, Bsz * E, 16, [&](int64_t begin, int64_t end) {
+    std::vector<float> ds(L);
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t e = r % E;
+      const float* xr = xp + r * L;
+      const float* gr = gp + r * L;
+      if (silu) {
+        conv_row(xr, wp + e * K, bp ? bp[e] : 0.f, K, L, ds.data());
+        map_row(ds.data(), ds.data(), L, [&](vf v, int64_t t, int64_t n) {
+          vf g{};
+          std::memcpy(&g, gr + t, n * sizeof(float));
+          const vf sg = vsigmoid(v);
+          return g * sg * (1.f + v * (1.f - sg));
+        });
+      } else {
+        std::copy(gr, gr + L, ds.begin());
+      }
+      float* dxr = dxp + r * L;
+      std::fill(dxr, dxr + L, 0.f);
+      dbp[r] = dot(ds.data(), nullptr, L);
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t shift = K - 1 - k;
+        const float wk = wp[e * K + k];
+        for (int64_t t = shift; t < L; ++t) dxr[t - shift] += wk * ds[t];
+        dwp[r * K + k] = dot(ds.data() + shift, xr, L - shift);
+      }
+    }
+  });
+  return {dx, dw.sum(0), bp ? db.sum(0) : at::Tensor()};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "videomamba CPU kernels: selective scan and causal depthwise conv1d, fwd and bwd";
+  m.def("fwd", &scan_fwd, "selective scan forward -> (out, last_state or undefined)");
+  m.def("bwd", &scan_bwd, "selective scan backward -> fp32 grads");
+  m.def("conv_fwd", &conv_fwd, "causal depthwise conv1d (+ SiLU) forward");
+  m.def("conv_bwd", &conv_bwd, "causal depthwise conv1d (+ SiLU) backward -> fp32 grads");
+  m.attr("lanes") = W;
+  m.attr("tile") = T;
+}

@@ -1,0 +1,113 @@
+"""Pure-torch selective scan: runs anywhere (CPU without a compiler, CUDA without mamba_ssm).
+
+Glossary: B batch, E channels, G groups of B/C, Eg = E / G, L length, N state size,
+T chunk length, nc chunks per segment, S segment length (a multiple of T).
+
+The sequence is cut into chunks of T steps and the recurrence h_t = a_t h_{t-1} + b_t is solved
+in three sweeps that are each vectorised over all chunks at once:
+
+1. every chunk is scanned from a zero state (T steps over (B, G, Eg, nc, N) slices);
+2. the chunk start states are carried across chunks (nc steps over (B, G, Eg, N)), with the
+   chunk's total decay exp(A * sum_t d_t), which is the product of its a_t;
+3. every chunk is scanned again from its true start state, reading y_t = <h_t, C_t> on the way.
+
+Only products and sums of a_t = exp(d_t A) <= 1 appear, never exp(-cumsum) or a division, so
+nothing overflows for any L or delta (the chunked-cumsum form exp(S_t) * cumsum(exp(-S_s) b_s)
+overflows as soon as a chunk's sum of d * A passes -88). The cost is 2T + nc Python-level steps
+per segment instead of L, and memory is bounded by processing S steps at a time; under autograd
+each segment is checkpointed, so a scan keeps only its inputs and the (B, E, N) carries.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+# T = 32 minimises 2T + L/T steps for the segment lengths below; measured in benchmarks/bench_scan.py.
+CHUNK = 32
+# Elements of one (B, E, S, N) intermediate: 2^23 fp32 = 32 MiB; a segment holds ~6 of them.
+SEGMENT_ELEMS = 1 << 23
+
+
+def _segment(d, du, A, Bs, Cs, h0, T: int):
+    """Scan one segment. d, du: (B, G, Eg, S); A: (G, Eg, N); Bs, Cs: (B, G, N, S);
+    h0: (B, G, Eg, N); S % T == 0. Returns y (B, G, Eg, S) and the final state (B, G, Eg, N)."""
+    Bz, G, Eg, S = d.shape
+    N = A.shape[-1]
+    nc = S // T
+    # Time-major layouts, so that each step reads one contiguous slice. The copies are of
+    # (B, E, S)-sized tensors; the big products below inherit their layout.
+    dt = d.reshape(Bz, G, Eg, nc, T).permute(4, 0, 1, 2, 3).contiguous()          # (T, B, G, Eg, nc)
+    dut = du.reshape(Bz, G, Eg, nc, T).permute(4, 0, 1, 2, 3).contiguous()
+    Bt = Bs.reshape(Bz, G, N, nc, T).permute(4, 0, 1, 3, 2).contiguous().unsqueeze(3)  # (T, B, G, 1, nc, N)
+    Ct = Cs.reshape(Bz, G, N, nc, T).permute(4, 0, 1, 3, 2).contiguous().unsqueeze(3)
+    a = torch.exp(dt.unsqueeze(-1) * A[:, :, None, :])                             # (T, B, G, Eg, nc, N)
+    b = dut.unsqueeze(-1) * Bt                                                     # (T, B, G, Eg, nc, N)
+
+    hl = torch.zeros_like(b[0])                                                    # (B, G, Eg, nc, N)
+    for t in range(T):
+        hl = torch.addcmul(b[t], a[t], hl)
+    decay = torch.exp(d.reshape(Bz, G, Eg, nc, T).sum(-1).unsqueeze(-1) * A[:, :, None, :])
+    h = h0
+    starts = []
+    for c in range(nc):
+        starts.append(h)
+        h = torch.addcmul(hl[..., c, :], decay[..., c, :], h)
+    h_last = h
+
+    h = torch.stack(starts, dim=-2)                                                # (B, G, Eg, nc, N)
+    ys = []
+    for t in range(T):
+        h = torch.addcmul(b[t], a[t], h)
+        ys.append((h * Ct[t]).sum(-1))                                             # (B, G, Eg, nc)
+    y = torch.stack(ys, dim=-1).reshape(Bz, G, Eg, S)
+    return y, h_last
+
+
+def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                         return_last_state=False, *, chunk: int = CHUNK,
+                         segment_elems: int = SEGMENT_ELEMS):
+    """Same function as :func:`videomamba.ops.selective_scan_ref`, in O(L / T + T) torch ops."""
+    dtype_in = u.dtype
+    Bz, E, L = u.shape
+    N = A.shape[1]
+    B4 = B.unsqueeze(1) if B.dim() == 3 else B                                     # (B, G, N, L)
+    C4 = C.unsqueeze(1) if C.dim() == 3 else C
+    G = B4.shape[1]
+    Eg = E // G
+    T = max(1, min(int(chunk), L))
+    need_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias))
+    # Autocast would run the products below in bf16; the state math is fp32 by contract.
+    with torch.autocast(u.device.type, enabled=False):
+        uf = u.float()
+        d = delta.float()
+        if delta_bias is not None:
+            d = d + delta_bias.float()[:, None]
+        if delta_softplus:
+            d = F.softplus(d)
+        du = d * uf
+        pad = (-L) % T
+        # Padding steps have d = 0 and b = 0: a = 1, the identity, so the last state is unchanged.
+        d4 = F.pad(d, (0, pad)).view(Bz, G, Eg, L + pad)
+        du4 = F.pad(du, (0, pad)).view(Bz, G, Eg, L + pad)
+        Bf = F.pad(B4.float(), (0, pad))
+        Cf = F.pad(C4.float(), (0, pad))
+        A3 = A.float().view(G, Eg, N)
+        seg = max(T, segment_elems // max(1, Bz * E * N) // T * T)
+        h = uf.new_zeros(Bz, G, Eg, N)
+        ys = []
+        for s0 in range(0, L + pad, seg):
+            sl = slice(s0, s0 + seg)
+            args = (d4[..., sl], du4[..., sl], A3, Bf[..., sl], Cf[..., sl], h, T)
+            if need_grad:
+                y, h = checkpoint(_segment, *args, use_reentrant=False)
+            else:
+                y, h = _segment(*args)
+            ys.append(y)
+        y = torch.cat(ys, dim=-1)[..., :L].reshape(Bz, E, L)
+        out = y if D is None else y + uf * D.float()[:, None]
+        if z is not None:
+            out = out * F.silu(z.float())
+    out = out.to(dtype_in)
+    return (out, h.reshape(Bz, E, N)) if return_last_state else out

@@ -1,0 +1,42 @@
+"""Subprocess entry for engine tests: train on ToyVideos, optionally SIGKILL itself at a step.
+
+    python run_script.py OVERRIDES_JSON [--kill-at STEP] [--resume] [--save-rank-weights DIR]
+Works under torchrun too (each rank can save its final weights for comparison).
+"""
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import torch  # noqa: E402
+
+from tests.engine.toy import ToyVideos  # noqa: E402
+from videomamba.engine import train  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("overrides")
+    ap.add_argument("--kill-at", type=int, default=0)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--n", type=int, default=24)
+    ap.add_argument("--save-rank-weights", default=None)
+    a = ap.parse_args()
+
+    def killer(state):
+        if a.kill_at and state["step"] == a.kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)   # no cleanup, no flush: a real crash
+
+    res = train(None, json.loads(a.overrides), resume=True if a.resume else None,
+                train_dataset=ToyVideos(a.n), val_dataset=ToyVideos(8, train=False), callbacks=[killer])
+    if a.save_rank_weights:
+        rank = int(os.environ.get("RANK", 0))
+        torch.save(res.model.state_dict(), Path(a.save_rank_weights) / f"rank{rank}.pt")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""A run killed with SIGKILL mid-epoch and resumed ends bitwise equal to an uninterrupted run."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from videomamba.engine import NonFiniteLossError, train
+from videomamba.engine.state import load_training_checkpoint, step_checkpoints
+
+from .toy import TINY_MODEL, ToyVideos
+
+SCRIPT = Path(__file__).with_name("run_script.py")
+
+
+def _overrides(out_dir, **extra):
+    o = {**TINY_MODEL, "model.drop_path_rate": 0.2, "data.num_frames": 4, "data.img_size": 32,
+         "data.batch_size": 2, "data.num_workers": 0, "augment.mixup": 0, "augment.cutmix": 0,
+         "augment.label_smoothing": 0.1, "optim.epochs": 2, "optim.lr": 2e-3, "optim.accum_steps": 2,
+         "optim.clip_grad": 1.0, "optim.warmup_steps": 3, "train.ema": True, "train.ema_decay": 0.9,
+         "train.deterministic": True, "train.threads": 2, "train.checkpoint_every": 4, "train.keep_last": 2,
+         "train.log_every": 1, "train.out_dir": str(out_dir), "train.progress": "none"}
+    o.update(extra)
+    return o
+
+
+def _run_script(overrides, *args, timeout=120):
+    return subprocess.run([sys.executable, str(SCRIPT), json.dumps(overrides), *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _records(out_dir):
+    drop = {"clips_per_s", "step_time_s", "time_s"}
+    return [{k: v for k, v in json.loads(line).items() if k not in drop}
+            for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
+    # 24 videos / (batch 2 x accum 2) = 6 steps per epoch, 12 in all; checkpoints at 4, 6 (epoch end), 8
+    ref = train(None, _overrides(tmp_path / "ref"), train_dataset=ToyVideos(24), val_dataset=ToyVideos(8, train=False))
+    assert ref.step == 12
+
+    out = tmp_path / "killed"
+    p = _run_script(_overrides(out), "--kill-at", "9")
+    assert p.returncode == -9, p.stderr[-2000:]                       # really killed by SIGKILL
+    steps = [s for s, _ in step_checkpoints(out)]
+    assert steps == [6, 8], steps                                     # keep_last=2; step 9 never saved
+    st = load_training_checkpoint(out / "checkpoints" / "step_00000008.pt")
+    assert (st["epoch"], st["step_in_epoch"]) == (1, 2)               # mid-epoch: 2 of 6 steps into epoch 2
+
+    res = train(None, _overrides(out), resume=True, train_dataset=ToyVideos(24), val_dataset=ToyVideos(8, train=False))
+    assert res.step == 12
+    a, b = ref.model.state_dict(), res.model.state_dict()             # EMA weights (ema_eval)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    raw_ref = torch.load(ref.checkpoint, weights_only=True)["model"]
+    raw_res = torch.load(res.checkpoint, weights_only=True)["model"]
+    for k in raw_ref:
+        assert torch.equal(raw_ref[k], raw_res[k]), k
+    assert res.metrics["top1"] == ref.metrics["top1"] and res.metrics["loss"] == ref.metrics["loss"]
+    # the log of the resumed run equals the uninterrupted one: no duplicated or missing records
+    assert _records(out) == _records(tmp_path / "ref")
+
+
+def test_resume_from_epoch_end_and_different_checkpoint(tmp_path):
+    """Resuming from an explicit epoch-end checkpoint file also reproduces the run."""
+    ov = _overrides(tmp_path / "a", **{"train.ema": False, "optim.accum_steps": 1, "optim.epochs": 2,
+                                        "train.checkpoint_every": 0, "train.keep_last": 5})
+    ref = train(None, ov, train_dataset=ToyVideos(12), val_dataset=None)
+    first = step_checkpoints(tmp_path / "a")[0][1]                    # end of epoch 1
+    ov2 = {**ov, "train.out_dir": str(tmp_path / "b")}
+    res = train(None, ov2, resume=first, train_dataset=ToyVideos(12), val_dataset=None)
+    for k, v in ref.model.state_dict().items():
+        assert torch.equal(v, res.model.state_dict()[k]), k
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    ov = _overrides(tmp_path, **{"optim.accum_steps": 1, "train.checkpoint_every": 2, "train.keep_last": 5})
+    calls = {"n": 0}
+
+    def poison(state):  # after step 3 completes, break the weights: step 4's loss is NaN
+        if state["step"] == 3:
+            calls["n"] += 1
+            with torch.no_grad():
+                for p in model_ref["m"].parameters():
+                    p.fill_(float("nan"))
+
+    model_ref = {}
+    from videomamba.engine import trainer as T
+    orig = T._Trainer._setup_model
+
+    def spy(self):
+        orig(self)
+        model_ref["m"] = self.model
+
+    T._Trainer._setup_model = spy
+    try:
+        with pytest.raises(NonFiniteLossError) as ei:
+            train(None, ov, train_dataset=ToyVideos(24), val_dataset=None, callbacks=[poison])
+    finally:
+        T._Trainer._setup_model = orig
+    e = ei.value
+    assert e.step == 4 and "step 4" in str(e) and "step_00000002.pt" in str(e)
+    assert [s for s, _ in step_checkpoints(tmp_path)] == [2]          # nothing written after the bad step
+    st = load_training_checkpoint(tmp_path / "checkpoints" / "step_00000002.pt")
+    assert all(torch.isfinite(v).all() for v in st["model"].values())

@@ -1,0 +1,223 @@
+"""Every fast scan path against the oracle: outputs and all gradients.
+
+Tolerances (bound = rtol * |expected| + atol * max|expected|, elementwise):
+- fp32: both sides run fp32 with different summation orders; observed errors are ~1e-7 of the
+  scale, so rtol = atol = 2e-5 has two orders of margin and still catches any wrong term.
+- bf16 / fp16 inputs: the oracle runs in fp32 on the same rounded inputs; the fast path computes
+  in fp32 too and rounds once to the input dtype, so rtol is half an ulp (2^-8 for bf16, 2^-11
+  for fp16) and atol stays at the fp32 level.
+- long L: fp32 against a float64 oracle; rtol = atol = 1e-4 allows the fp32 rounding carried by
+  the recurrence over 8192 steps.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from videomamba.ops import selective_scan, selective_scan_ref
+from videomamba.ops.scan_torch import selective_scan_torch
+
+from .helpers import (ARG_NAMES, assert_close_scaled, cpu_kernel_or_skip, run_with_grads,
+                      scan_f64, scan_inputs)
+
+IMPLS = ["cpu", "torch"]
+SHAPES = [  # (B, E, N, L, G): partial lane blocks, L = 1, odd N, groups not multiples of 16
+    (2, 40, 16, 203, None),
+    (1, 16, 16, 1, None),
+    (2, 12, 5, 67, 3),
+    (1, 24, 8, 130, 2),
+    (3, 17, 4, 64, None),
+]
+FLAGS = [
+    dict(D=True, z=True, delta_bias=True, delta_softplus=True, return_last_state=True),
+    dict(D=False, z=False, delta_bias=False, delta_softplus=False, return_last_state=False),
+    dict(D=True, z=False, delta_bias=True, delta_softplus=False, return_last_state=True),
+    dict(D=False, z=True, delta_bias=False, delta_softplus=True, return_last_state=False),
+]
+
+
+@pytest.fixture(params=IMPLS)
+def impl(request):
+    if request.param == "cpu":
+        cpu_kernel_or_skip()
+    return request.param
+
+
+def make(shape, flags, seed=0):
+    Bz, E, N, L, G = shape
+    softplus = flags["delta_softplus"]
+    # Without softplus, delta is taken as already positive (the caller applied softplus).
+    x = scan_inputs(Bz, E, N, L, G, seed=seed, D=flags["D"], z=flags["z"],
+                    delta_bias=flags["delta_bias"], delta_lo=-3.0 if softplus else 0.05,
+                    delta_hi=1.0)
+    if x["delta_bias"] is not None and not softplus:
+        x["delta_bias"] = x["delta_bias"].abs() * 0.2
+    kw = dict(delta_softplus=softplus, return_last_state=flags["return_last_state"])
+    return x, kw
+
+
+def compare(impl, x, kw, rtol, atol, oracle_inputs=None):
+    dt = x["u"].dtype
+    outs, grads = run_with_grads(selective_scan, x, backend=impl, out_dtype=dt, **kw)
+    ref_outs, ref_grads = run_with_grads(selective_scan_ref, oracle_inputs or x, out_dtype=dt, **kw)
+    for i, (a, b) in enumerate(zip(outs, ref_outs)):
+        assert a.dtype == (x["u"].dtype if i == 0 else torch.float32)
+        assert_close_scaled(a, b, rtol, atol, name=f"output {i}")
+    assert grads.keys() == ref_grads.keys()
+    for k in grads:
+        assert grads[k].dtype == x[k].dtype, f"grad {k} dtype"
+        assert_close_scaled(grads[k], ref_grads[k], rtol, atol, name=f"grad {k}")
+
+
+@pytest.mark.parametrize("flags", FLAGS, ids=["all", "plain", "D-bias-last", "z-softplus"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_fp32_matches_oracle(impl, shape, flags):
+    x, kw = make(shape, flags)
+    compare(impl, x, kw, 2e-5, 2e-5)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(torch.bfloat16, 2.0 ** -8), (torch.float16, 2.0 ** -11)])
+@pytest.mark.parametrize("all_low", [False, True], ids=["mixed", "all-low"])
+def test_low_precision_inputs(impl, dtype, rtol, all_low):
+    """As the mixer under autocast: u, delta, B, C, z low precision, A / D / bias fp32 (or all low)."""
+    x, kw = make((2, 40, 16, 97, None), FLAGS[0], seed=3)
+    low = ("u", "delta", "B", "C", "z") + (("A", "D", "delta_bias") if all_low else ())
+    xl = {k: (v.to(dtype) if k in low else v) for k, v in x.items()}
+    oracle = {k: (None if v is None else v.float()) for k, v in xl.items()}
+    compare(impl, xl, kw, rtol, 2e-5, oracle_inputs=oracle)
+
+
+def test_non_contiguous_inputs(impl):
+    Bz, E, N, L = 2, 20, 6, 45
+    x, kw = make((Bz, E, N, L, None), FLAGS[0], seed=4)
+    nc = {
+        "u": x["u"].transpose(1, 2).contiguous().transpose(1, 2),
+        "delta": x["delta"].transpose(1, 2).contiguous().transpose(1, 2),
+        "z": x["z"].transpose(1, 2).contiguous().transpose(1, 2),
+        "B": x["B"].transpose(1, 2).contiguous().transpose(1, 2),
+        "C": torch.stack([x["C"], x["C"]], -1)[..., 0],  # stride 2 along L
+        "A": x["A"].t().contiguous().t(),
+        "D": torch.stack([x["D"], x["D"]], -1)[:, 1],
+        "delta_bias": x["delta_bias"],
+    }
+    assert not any(nc[k].is_contiguous() for k in ("u", "delta", "z", "B", "C", "A", "D"))
+    compare(impl, nc, kw, 2e-5, 2e-5, oracle_inputs=x)
+
+
+@pytest.fixture(scope="module")
+def long_case():
+    """L = 8192 with trained-like large steps: softplus(delta) up to ~10, A down to -16."""
+    Bz, E, N, L = 1, 16, 16, 8192
+    x = scan_inputs(Bz, E, N, L, seed=5, delta_lo=-6.0, delta_hi=10.0)
+    x["A"] = -torch.arange(1, N + 1, dtype=torch.float32).repeat(E, 1)
+    kw = dict(delta_softplus=True, return_last_state=True)
+    expected = run_with_grads(scan_f64, x, **kw)
+    return x, kw, expected
+
+
+def test_long_sequence_large_delta(impl, long_case):
+    x, kw, (ref_outs, ref_grads) = long_case
+    assert torch.nn.functional.softplus(x["delta"] + x["delta_bias"][:, None]).max() > 9.0
+    outs, grads = run_with_grads(selective_scan, x, backend=impl, **kw)
+    for i, (a, b) in enumerate(zip(outs, ref_outs)):
+        assert_close_scaled(a, b, 1e-4, 1e-4, name=f"output {i}")
+    for k in grads:
+        assert_close_scaled(grads[k], ref_grads[k], 1e-4, 1e-4, name=f"grad {k}")
+
+
+def test_torch_path_segments_and_chunks_agree():
+    """Several checkpointed segments and a chunk that does not divide L give the same function."""
+    x, kw = make((2, 12, 5, 150, 3), FLAGS[0], seed=6)
+    ref_outs, ref_grads = run_with_grads(selective_scan_ref, x, **kw)
+    for chunk, seg in [(7, 12 * 5 * 2 * 21), (32, 1 << 22), (1, 1 << 22), (200, 1 << 22)]:
+        outs, grads = run_with_grads(selective_scan_torch, x, chunk=chunk, segment_elems=seg, **kw)
+        for a, b in zip(outs, ref_outs):
+            assert_close_scaled(a, b, 2e-5, 2e-5, name=f"out chunk={chunk}")
+        for k in grads:
+            assert_close_scaled(grads[k], ref_grads[k], 2e-5, 2e-5, name=f"grad {k} chunk={chunk}")
+
+
+def test_empty_sequence(impl):
+    x, kw = make((2, 8, 4, 0, None), FLAGS[0])
+    out, last = selective_scan(**x, backend=impl, **kw)
+    assert out.shape == (2, 8, 0) and last.shape == (2, 8, 4) and not last.any()
+
+
+def test_no_grad_path_matches_autograd_path(impl):
+    x, kw = make((2, 40, 16, 50, None), FLAGS[0], seed=7)
+    with torch.no_grad():
+        out, last = selective_scan(**x, backend=impl, **kw)
+    outs, _ = run_with_grads(selective_scan, x, backend=impl, **kw)
+    torch.testing.assert_close(out, outs[0], rtol=0, atol=0)
+    torch.testing.assert_close(last, outs[1], rtol=0, atol=0)
+
+
+def _saved_bytes(fn, x, **kw):
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    xs = {k: (None if v is None else v.detach().clone().requires_grad_(True)) for k, v in x.items()}
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(**xs, **kw)
+    seen, total = set(), 0
+    for t in saved:  # count each storage once
+        key = (t.untyped_storage().data_ptr(), t.dtype)
+        if key not in seen:
+            seen.add(key)
+            total += t.untyped_storage().nbytes()
+    return total
+
+
+def test_autograd_memory_is_o_inputs(impl):
+    """The states (B, E, L, N) are never kept for the backward: the CPU kernel saves only its
+    inputs; the torch path keeps its checkpointed segment inputs, all (B, E, L)-sized."""
+    Bz, E, N, L = 1, 32, 32, 512
+    x, kw = make((Bz, E, N, L, None), FLAGS[0], seed=8)
+    input_bytes = sum(v.nbytes for v in x.values() if v is not None)
+    states_bytes = Bz * E * L * N * 4
+    saved = _saved_bytes(selective_scan, x, backend=impl, **kw)
+    if impl == "cpu":
+        assert saved <= input_bytes
+    else:
+        assert saved <= 4 * input_bytes < states_bytes
+    assert _saved_bytes(selective_scan_ref, x, **kw) > states_bytes  # the check can fail
+
+
+@pytest.mark.parametrize("name,bad,match", [
+    ("u", torch.zeros(2, 8), r"u must be a tensor of shape \(B, E, L\)"),
+    ("delta", torch.zeros(2, 8, 9), r"delta must have u's shape"),
+    ("A", torch.zeros(7, 4), r"A must have shape \(E, N\) = \(8, N\)"),
+    ("B", torch.zeros(2, 4, 9), r"B must have shape \(B, N, L\) = \(2, 4, 10\)"),
+    ("C", torch.zeros(2, 3, 4, 10), r"C must have shape .*E % G == 0"),
+    ("D", torch.zeros(9), r"D must have shape \(E,\) = \(8,\)"),
+    ("z", torch.zeros(2, 8, 11), r"z must have u's shape"),
+    ("delta_bias", torch.zeros(8, 1), r"delta_bias must have shape \(E,\)"),
+    ("B", torch.zeros(2, 4, 10, dtype=torch.int64), r"B must be a real floating-point tensor"),
+])
+def test_bad_inputs_raise_clear_errors(name, bad, match):
+    x = scan_inputs(2, 8, 4, 10, seed=9)
+    x[name] = bad
+    with pytest.raises(ValueError, match=match):
+        selective_scan(**x, backend="torch")
+    with pytest.raises(ValueError, match=match):
+        selective_scan_ref(**x)
+
+
+def test_oracle_matches_float64_oracle():
+    """The fp32 oracle itself against the independent float64 recurrence."""
+    x, kw = make((2, 12, 5, 67, 3), FLAGS[0], seed=10)
+    a, ga = run_with_grads(selective_scan_ref, x, **kw)
+    b, gb = run_with_grads(scan_f64, x, **kw)
+    for i, (p, q) in enumerate(zip(a, b)):
+        assert_close_scaled(p, q, 2e-5, 2e-5, name=f"output {i}")
+    for k in ga:
+        assert_close_scaled(ga[k], gb[k], 2e-5, 2e-5, name=f"grad {k}")
+
+
+def test_arg_names_cover_signature():
+    import inspect
+    params = list(inspect.signature(selective_scan).parameters)
+    assert tuple(params[:len(ARG_NAMES)]) == ARG_NAMES
