@@ -63,6 +63,12 @@ def test_seek_skips_work(videos):
     with open_video(videos["h264"]) as r:
         assert ids(r.get_frames([50, 51, 52])) == [50, 51, 52]
         assert r.stats["decoded"] < 20
+    # unwanted non-reference B-frames are not decoded at all, and the result is still exact
+    idx = list(range(0, 60, 5))
+    with open_video(videos["h264"]) as r:
+        got = r.get_frames(idx)
+        assert r.stats["skipped"] > 0 and r.stats["decoded"] + r.stats["skipped"] <= 60
+    assert ids(got) == idx
 
 
 def test_avi_decodes_sequentially_and_exactly(videos):

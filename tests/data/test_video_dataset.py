@@ -227,3 +227,14 @@ def test_classes_and_class_map_saving(synthetic, tmp_path):
     assert (tmp_path / "classes.txt").read_text().split() == ds.classes
     names = np.array(ds.classes)
     assert all(names[s.label] in s.path.name for s in ds.samples)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(scale=(0.5, 0.2)), "scale"),
+    (dict(ratio=(0, 1)), "ratio"),
+    (dict(random_erasing=1.5), "probability"),
+    (dict(rand_augment="rand-m7-z2"), "RandAugment policy"),
+])
+def test_augment_config_is_checked_up_front(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AugmentConfig(**kwargs)

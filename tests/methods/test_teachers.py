@@ -83,8 +83,8 @@ def test_hf_teachers_without_projection_and_vit(hf_teachers):
     for t in (plain, vit):
         out = t(x, (2, 4, 4), need_attention=True)
         assert out.tokens.shape == (2, 32, 32) and out.attention.shape == (2, 32)
-        torch.testing.assert_close(out.attention.view(2, 2, 16).sum(-1) <= 1.0 + 1e-5,
-                                   torch.ones(2, 2, dtype=torch.bool))
+        per_frame = out.attention.view(2, 2, 16).sum(-1)             # a softmax row minus the cls column
+        assert ((per_frame > 0) & (per_frame < 1)).all()
 
 
 def test_attention_masked_pretraining_with_an_hf_teacher(hf_teachers):

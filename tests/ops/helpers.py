@@ -78,12 +78,14 @@ def scan_f64(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=
     def per_channel(X):  # (B, N, L) or (B, G, N, L) -> (B, E | 1, N, L)
         X = X.double()
         return X.unsqueeze(1) if X.dim() == 3 else X.repeat_interleave(E // X.shape[1], dim=1)
-    Bx, Cx = per_channel(B), per_channel(C)
+    Bx, Cx = per_channel(B), per_channel(C)                                    # (B, E|1, N, L)
+    decay = torch.exp(delta[:, :, None, :] * A[None, :, :, None])              # (B, E, N, L)
+    inp = (delta * u)[:, :, None, :] * Bx                                     # (B, E, N, L)
     h = torch.zeros(Bz, E, A.shape[1], dtype=torch.float64)
     ys = []
-    for dt, ut, bt, ct in zip(delta.unbind(-1), u.unbind(-1), Bx.unbind(-1), Cx.unbind(-1)):
-        h = torch.exp(dt[..., None] * A) * h + (dt * ut)[..., None] * bt
-        ys.append((h * ct).sum(-1))
+    for a_t, b_t, c_t in zip(decay.unbind(-1), inp.unbind(-1), Cx.unbind(-1)):
+        h = a_t * h + b_t
+        ys.append((h * c_t).sum(-1))
     y = torch.stack(ys, -1)
     if D is not None:
         y = y + u * D.double()[:, None]

@@ -221,3 +221,24 @@ def test_arg_names_cover_signature():
     import inspect
     params = list(inspect.signature(selective_scan).parameters)
     assert tuple(params[:len(ARG_NAMES)]) == ARG_NAMES
+
+
+def test_non_finite_values_propagate_as_in_the_oracle(impl):
+    """A NaN input poisons its channel from that step on; an infinite delta gives the oracle's
+    inf / NaN pattern; everything else stays finite and close. The sequential kernel also matches
+    an overflowing exp (A > 0, huge delta); the chunked torch path reorders the products, so
+    there a state that overflows may read NaN instead of +-inf (A = -exp(A_log) < 0 in Mamba)."""
+    x, kw = make((1, 20, 4, 40, None), FLAGS[0], seed=11)
+    x["u"][0, 3, 5] = float("nan")
+    if impl == "cpu":
+        x["A"][7] = 1.0
+        x["delta"][0, 7, 30:] = 200.0  # softplus -> 200 * A = 200: exp overflows to inf
+    x["delta"][0, 9, 10] = float("inf")  # softplus(inf) = inf; exp(-inf * |A|) = 0
+    out, last = selective_scan(**x, backend=impl, **kw)
+    ref, ref_last = selective_scan_ref(**x, **kw)
+    for a, b in ((out, ref), (last, ref_last)):
+        assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.isinf(), b.isinf())
+        finite = torch.isfinite(b)
+        assert finite.float().mean() > 0.8
+        torch.testing.assert_close(a[finite], b[finite], rtol=2e-5, atol=2e-5 * b[finite].abs().max())
+    assert out[0, 3, :5].isfinite().all() and out[0, 3, 5:].isnan().all()

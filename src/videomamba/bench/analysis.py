@@ -41,7 +41,8 @@ def find(records, **match) -> dict | None:
         s = r.get("spec", {})
         if s.get("kind", "model") != "model":
             continue
-        if all(s.get(k) == v for k, v in match.items()):
+        if all(s.get(k) == v for k, v in match.items() if k != "overrides") and \
+                (s.get("overrides") or None) == (match.get("overrides") or None):
             return r
     return None
 
@@ -49,7 +50,8 @@ def find(records, **match) -> dict | None:
 def series_key(spec: dict) -> tuple:
     """Everything but the frame count: one line of a frames plot."""
     return (spec["mode"], spec["model"], spec.get("attn"), bool(spec.get("grad_ckpt")), spec["batch"],
-            spec["dtype"], spec.get("device", "cpu"), spec.get("img", 224))
+            spec["dtype"], spec.get("device", "cpu"), spec.get("img", 224),
+            tuple(sorted((spec.get("overrides") or {}).items())))
 
 
 def scaling(records) -> list[dict]:
@@ -157,8 +159,10 @@ def targets(records, micro: dict | None = None) -> list[dict]:
         add("infer 64f: VideoMamba-Ti speed-up over sdpa ViT-Ti", None, ">= 2", None, _why(vm, vs))
     if vm_ok and ve is not None and ve["status"] in ("ok", "oom"):
         if ve["status"] == "oom":
-            add("infer 64f: >= 10x less peak memory than eager ViT-Ti (or it OOMs)", None, "OOM", True,
-                ve.get("error", "oom"))
+            lb = _ratio(ve.get("mem_limit_mb"), peak_mb(vm))
+            add("infer 64f: >= 10x less peak memory than eager ViT-Ti (or it OOMs)", lb, ">= 10 or OOM", True,
+                f"eager OOM (> {ve.get('mem_limit_mb') or '?'} MB budget) vs {peak_mb(vm):.0f} MB; "
+                "measured = budget / ours, a lower bound")
         else:
             m = peak_mb(ve) / peak_mb(vm)
             add("infer 64f: >= 10x less peak memory than eager ViT-Ti (or it OOMs)", m, ">= 10", m >= 10,
@@ -187,8 +191,10 @@ def targets(records, micro: dict | None = None) -> list[dict]:
             add(f"train 64f{label}: peak memory <= sdpa ViT-Ti", None, "<=", None, _why(r, ts))
         if good and te is not None and te["status"] in ("ok", "oom"):
             if te["status"] == "oom":
-                add(f"train 64f{label}: >= 5x less peak memory than eager ViT-Ti", None, "OOM", True,
-                    te.get("error", "oom"))
+                lb = _ratio(te.get("mem_limit_mb"), peak_mb(r))
+                add(f"train 64f{label}: >= 5x less peak memory than eager ViT-Ti", lb, ">= 5 or OOM", True,
+                    f"eager OOM (> {te.get('mem_limit_mb') or '?'} MB budget) vs {peak_mb(r):.0f} MB; "
+                    "measured = budget / ours, a lower bound")
             else:
                 m = peak_mb(te) / peak_mb(r)
                 add(f"train 64f{label}: >= 5x less peak memory than eager ViT-Ti", m, ">= 5", m >= 5,

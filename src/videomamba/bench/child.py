@@ -109,9 +109,10 @@ def run_model(spec: dict, rec: dict, w: _Writer) -> None:
         last = rec["times_s"][-1] if rec["times_s"] else rec["warmup_s"][-1]
         if rec["times_s"] and time.perf_counter() - t_start + last > budget:
             break
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
         rec["times_s"].append(time.perf_counter() - t0)
+        rec["cpu_s"].append(time.process_time() - c0)
         rec["peak_rss_mb"] = _rss_mb("VmHWM")
         if cuda:
             rec["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -120,6 +121,10 @@ def run_model(spec: dict, rec: dict, w: _Writer) -> None:
     rec["n"] = len(ts)
     rec["median_s"] = ts[len(ts) // 2] if len(ts) % 2 else 0.5 * (ts[len(ts) // 2 - 1] + ts[len(ts) // 2])
     rec["min_s"] = ts[0]
+    # CPU seconds of all threads / (wall * threads): near 1 on an idle machine, lower when other
+    # processes took the cores (then the times are pessimistic)
+    if not cuda and sum(rec["times_s"]) > 0:
+        rec["cpu_share"] = sum(rec["cpu_s"]) / (sum(rec["times_s"]) * rec["threads"])
     rec["status"] = "ok"
     w.flush()
     if spec.get("saved") and train:
@@ -149,10 +154,15 @@ def saved_tensor_bytes(model, spec: dict, x) -> dict:
     seen: set = set()
     per: dict[str, float] = {}
     handles = []
+    def enter(mod, args):
+        stack.append(type(mod).__name__)          # hooks must return None: a value replaces args/output
+
+    def leave(mod, args, out):
+        stack.pop()
+
     for mod in model.modules():
-        kind = type(mod).__name__
-        handles.append(mod.register_forward_pre_hook(lambda m, a, k=kind: stack.append(k)))
-        handles.append(mod.register_forward_hook(lambda m, a, o: stack.pop()))
+        handles.append(mod.register_forward_pre_hook(enter))
+        handles.append(mod.register_forward_hook(leave))
 
     def pack(t):
         try:
@@ -180,12 +190,21 @@ def profile_step(step, train: bool, top: int) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=train, record_shapes=False) as prof:
+        t0 = time.perf_counter()
         step()
+        wall_ms = (time.perf_counter() - t0) * 1e3
     ka = prof.key_averages()
-    total = sum(e.self_cpu_time_total for e in ka) or 1.0
-    rows = sorted(ka, key=lambda e: -e.self_cpu_time_total)[:top]
-    out = {"by_self_cpu": [{"op": e.key, "self_cpu_ms": e.self_cpu_time_total / 1e3,
-                            "share": e.self_cpu_time_total / total, "calls": e.count} for e in rows]}
+    recorded = sum(e.self_cpu_time_total for e in ka) / 1e3
+    rows = [{"op": e.key, "self_cpu_ms": e.self_cpu_time_total / 1e3, "calls": e.count}
+            for e in sorted(ka, key=lambda e: -e.self_cpu_time_total)[:top]]
+    # custom kernels called through pybind (not aten ops) and Python itself do not show up as
+    # operators: their time is the wall time that no operator accounts for
+    rows.append({"op": "(not an operator: custom kernels, Python)", "self_cpu_ms": max(wall_ms - recorded, 0.0),
+                 "calls": 0})
+    rows.sort(key=lambda e: -e["self_cpu_ms"])
+    for e in rows:
+        e["share"] = e["self_cpu_ms"] / max(wall_ms, recorded)
+    out = {"wall_ms": wall_ms, "by_self_cpu": rows}
     if train:
         mem = sorted(ka, key=lambda e: -max(e.self_cpu_memory_usage, 0))[:top]
         out["by_self_cpu_memory"] = [{"op": e.key, "self_cpu_memory_mb": e.self_cpu_memory_usage / 2**20,
@@ -236,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     spec = json.loads(argv[0])
     out_path = argv[1]
-    rec: dict = {"status": "starting", "warmup_s": [], "times_s": []}
+    rec: dict = {"status": "starting", "warmup_s": [], "times_s": [], "cpu_s": []}
     w = _Writer(out_path, rec)
     # the same imports for every configuration: equal RSS baselines for ours and the peers
     import torch
@@ -262,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 -- the record says what went wrong
         rec["status"] = "oom" if _is_oom(e) else "error"
         rec["error"] = f"{type(e).__name__}: {str(e)[:2000]}"
+        import traceback
+        rec["traceback"] = traceback.format_exc()[-4000:]
     rec["peak_rss_mb"] = _rss_mb("VmHWM")
     w.flush()
     return 0
@@ -270,14 +291,15 @@ def main(argv: list[str] | None = None) -> int:
 def _scan_backend_name(spec: dict) -> str | None:
     """Which selective-scan implementation ``auto`` (or the override) resolves to, for the record."""
     try:
-        import torch
-
-        from ..ops.backend import get_scan_impl
+        from ..ops import backend
         dev = spec.get("device", "cpu")
-        impl = get_scan_impl(spec.get("scan_backend"), torch.empty(1, 1, 1, device=dev))
-        return f"{getattr(impl, '__module__', '?')}.{getattr(impl, '__name__', type(impl).__name__)}"
+        if hasattr(backend, "resolve"):
+            return backend.resolve(spec.get("scan_backend"), dev)
+        import torch
+        impl = backend.get_scan_impl(spec.get("scan_backend"), torch.empty(1, 1, 1, device=dev))
+        return getattr(impl, "__name__", type(impl).__name__)
     except Exception as e:  # noqa: BLE001
-        return f"unknown ({type(e).__name__})"
+        return f"unknown ({type(e).__name__}: {e})"[:200]
 
 
 if __name__ == "__main__":

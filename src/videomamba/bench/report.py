@@ -37,15 +37,24 @@ def _variants(records, **match) -> list[tuple]:
         s = r.get("spec", {})
         if s.get("kind", "model") != "model" or any(s.get(k) != v for k, v in match.items()):
             continue
-        v = (s["model"], s.get("attn"), bool(s.get("grad_ckpt")))
+        v = _vkey(s)
         if v not in seen:
             seen.append(v)
     order = list(workloads.MODELS)
     return sorted(seen, key=lambda v: (order.index(v[0]) if v[0] in order else 99, v[1] or "", v[2]))
 
 
+def _vkey(s: dict) -> tuple:
+    """A model variant: (model, attn, grad_ckpt, overrides as a sorted tuple)."""
+    return (s["model"], s.get("attn"), bool(s.get("grad_ckpt")), tuple(sorted((s.get("overrides") or {}).items())))
+
+
+def _vmatch(v: tuple) -> dict:
+    return {"model": v[0], "attn": v[1], "grad_ckpt": v[2], "overrides": dict(v[3]) or None}
+
+
 def _label(v: tuple) -> str:
-    return workloads.spec_label({"model": v[0], "attn": v[1], "grad_ckpt": v[2]})
+    return workloads.spec_label(_vmatch(v))
 
 
 def frames_table(records, mode: str, batch: int, dtype: str, device: str = "cpu") -> str:
@@ -58,7 +67,7 @@ def frames_table(records, mode: str, batch: int, dtype: str, device: str = "cpu"
     lines = ["| model | " + " | ".join(f"{T} frames" for T in frames) + " |",
              "|---|" + "---|" * len(frames)]
     for v in variants:
-        row = [cell(analysis.find(records, model=v[0], attn=v[1], grad_ckpt=v[2], frames=T, **match))
+        row = [cell(analysis.find(records, **_vmatch(v), frames=T, **match))
                for T in frames]
         lines.append(f"| {_label(v)} | " + " | ".join(row) + " |")
     return "\n".join(lines)
@@ -114,7 +123,7 @@ def ratio_table(records, frames: int, mode: str = "infer") -> str:
     for row in rows:
         s = row["spec"]
         r = analysis.find(records, **{k: s.get(k) for k in ("model", "attn", "grad_ckpt", "mode", "frames",
-                                                              "batch", "dtype", "device")})
+                                                              "batch", "dtype", "device", "overrides")})
         g = (r or {}).get("gflops", {}).get("gmacs_full")
         if "time_x" in row:
             lines.append(f"| {workloads.spec_label(s)} | {row['time_x']:.2f}× | {row['mem_x']:.2f}× | "
@@ -201,7 +210,7 @@ def plots(data: dict, out_dir: Path) -> list[Path]:
         for v in _variants(records, **match):
             rs = sorted((r for r in analysis.ok(records)
                          if all(r["spec"].get(k) == x for k, x in match.items())
-                         and (r["spec"]["model"], r["spec"].get("attn"), bool(r["spec"].get("grad_ckpt"))) == v),
+                         and _vkey(r["spec"]) == v),
                         key=lambda r: r["spec"]["frames"])
             if not rs:
                 continue
@@ -210,7 +219,7 @@ def plots(data: dict, out_dir: Path) -> list[Path]:
             axes[0].plot(T, [r["median_s"] for r in rs], style, label=_label(v))
             axes[1].plot(T, [analysis.peak_mb(r) for r in rs], style, label=_label(v))
             fails = [r for r in records if all(r["spec"].get(k) == x for k, x in match.items())
-                     and (r["spec"]["model"], r["spec"].get("attn"), bool(r["spec"].get("grad_ckpt"))) == v
+                     and _vkey(r["spec"]) == v
                      and r["status"] in ("oom", "timeout") and not r.get("inferred")]
             for f in fails:
                 axes[0].annotate(STATUS_TEXT[f["status"]], (f["spec"]["frames"], rs[-1]["median_s"]), fontsize=8)
@@ -238,7 +247,7 @@ def plots(data: dict, out_dir: Path) -> list[Path]:
         for j, v in enumerate(variants):
             ts, ms = [], []
             for T in frames:
-                r = analysis.find(tr, model=v[0], attn=v[1], grad_ckpt=v[2], frames=T, batch=1, dtype="fp32")
+                r = analysis.find(tr, **_vmatch(v), frames=T, batch=1, dtype="fp32")
                 good = r is not None and r["status"] == "ok"
                 ts.append(r["median_s"] if good else 0)
                 ms.append(analysis.peak_mb(r) if good else 0)
@@ -308,6 +317,8 @@ def write_page(data: dict, page: Path, plot_dir: Path, command: str | None = Non
           f"| transformers | {m.get('transformers')} |", f"| python | {m['python']} |",
           f"| scan backend (auto resolves to) | {_backend(records)} |",
           f"| load average (1/5/15 min) | " + "; ".join(f"{h['when']} {h['load_avg']}" for h in hist) + " |",
+          f"| CPU share obtained (median over configurations; 1 = the cores were ours) | "
+          f"{_median([r['cpu_share'] for r in records if r.get('cpu_share') is not None])} |",
           f"| max 1-min load before a configuration | {max(loads, default=0):.2f}"
           + (" — **the machine was busy: times are noisy and pessimistic**" if busy else "") + " |"]
     if m.get("cuda"):
@@ -367,6 +378,13 @@ def write_page(data: dict, page: Path, plot_dir: Path, command: str | None = Non
     from ..fileio import atomic_write_text
     atomic_write_text(page, "\n".join(L) + "\n")
     return page
+
+
+def _median(xs) -> str:
+    if not xs:
+        return "?"
+    xs = sorted(xs)
+    return f"{xs[len(xs) // 2]:.2f}"
 
 
 def _backend(records) -> str:

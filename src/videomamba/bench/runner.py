@@ -88,6 +88,7 @@ def run_spec(spec: dict, timeout_s: float = 600.0, mem_limit_mb: float | None = 
     rec["returncode"] = proc.returncode
     if killed == "oom":
         rec["status"] = "oom"
+        rec["mem_limit_mb"] = mem_limit_mb
         rec["error"] = f"RSS passed the memory budget of {mem_limit_mb:.0f} MB; killed"
     elif killed == "timeout":
         rec["status"] = "timeout"

@@ -67,6 +67,8 @@ def spec_label(spec: dict) -> str:
         s += f" ({spec['attn']})"
     if spec.get("grad_ckpt"):
         s += " +ckpt"
+    for k, v in sorted((spec.get("overrides") or {}).items()):
+        s += f" {k}={v}"
     return s
 
 
@@ -75,6 +77,7 @@ def spec_id(spec: dict) -> str:
     if spec.get("kind", "model") != "model":
         return f"{spec['kind']}/{spec.get('name', '')}/{spec.get('device', 'cpu')}"
     m = spec["model"] + ("+ckpt" if spec.get("grad_ckpt") else "")
+    m += "".join(f"+{k}={v}" for k, v in sorted((spec.get("overrides") or {}).items()))
     if spec.get("attn"):
         m += f"/{spec['attn']}"
     extra = "" if spec.get("img", 224) == 224 else f"/img{spec['img']}"
@@ -86,6 +89,7 @@ def videomamba_config(spec: dict):
 
     kw = dict(MODELS[spec["model"]][1])
     base = kw.pop("base", spec["model"])
+    kw.update(spec.get("overrides") or {})       # any VideoMambaConfig field, e.g. mixer_recompute
     return get_config(base, num_frames=spec["frames"], img_size=spec.get("img", 224),
                       num_classes=NUM_CLASSES, grad_checkpointing=bool(spec.get("grad_ckpt")), **kw)
 
@@ -111,8 +115,8 @@ def build_model(spec: dict):
         cfg = transformers.TimesformerConfig(num_frames=spec["frames"], image_size=spec.get("img", 224),
                                              num_labels=NUM_CLASSES, **kw)
         cls = transformers.TimesformerForVideoClassification
-    if spec.get("grad_ckpt"):
-        raise ValueError("gradient checkpointing is measured for VideoMamba only")
+    if spec.get("grad_ckpt") or spec.get("overrides"):
+        raise ValueError("gradient checkpointing and config overrides apply to VideoMamba only")
     return cls._from_config(cfg, attn_implementation=attn)
 
 

@@ -53,6 +53,17 @@ class AugmentConfig:
     flip: bool = True
     random_crop: bool = True
 
+    def __post_init__(self):
+        lo, hi = self.scale
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"AugmentConfig.scale must satisfy 0 < min <= max <= 1, got {self.scale}")
+        if not 0 < self.ratio[0] <= self.ratio[1]:
+            raise ValueError(f"AugmentConfig.ratio must satisfy 0 < min <= max, got {self.ratio}")
+        if not 0 <= self.random_erasing <= 1:
+            raise ValueError(f"AugmentConfig.random_erasing is a probability, got {self.random_erasing}")
+        if self.rand_augment:
+            RandAugment.from_string(self.rand_augment)   # fail here, not inside a DataLoader worker
+
     @classmethod
     def none(cls) -> "AugmentConfig":
         return cls(rand_augment=None, random_erasing=0.0, flip=False, random_crop=False)
@@ -205,8 +216,9 @@ class VideoDataset(torch.utils.data.Dataset):
                                        self.train, c, clip_count, short=self.short, start=start, end=end)
                         for c in range(clip_count)]
             flat = [i for idx in per_clip for i in idx]
-            frames = reader.get_frames(flat, layout="TCHW")                    # (clips*T, 3, H, W) uint8
-        clips = frames.split(self.num_frames)
+            frames = reader.get_frames(flat)                                  # (clips*T, H, W, 3) uint8
+        # a view: crops slice it and the resize makes the one copy, of the cropped pixels only
+        clips = frames.permute(0, 3, 1, 2).split(self.num_frames)
         if self.train:
             views = [self._train_view(clips[0]) for _ in range(self.repeat_aug)]
             return views[0] if self.repeat_aug == 1 else torch.stack(views)

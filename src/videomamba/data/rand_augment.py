@@ -115,11 +115,12 @@ def brightness(clip, factor):
 def sharpness(clip, factor):
     """Blend with PIL's SMOOTH filter ([[1,1,1],[1,5,1],[1,1,1]] / 13); border pixels stay as they are."""
     x = clip.float()
-    T, C, H, W = x.shape
+    H, W = x.shape[-2:]
     if H < 3 or W < 3:
         return clip
-    k = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
-    smooth = F.conv2d(x.reshape(T * C, 1, H, W), k.view(1, 1, 3, 3)).round_().view(T, C, H - 2, W - 2)
+    # 3x3 box sum from nine shifted views: far faster on CPU than a 1-channel conv2d
+    box = sum(x[..., i:H - 2 + i, j:W - 2 + j] for i in range(3) for j in range(3))
+    smooth = ((box + 4 * x[..., 1:-1, 1:-1]) / 13.0).round_()
     degenerate = x.clone()
     degenerate[..., 1:-1, 1:-1] = smooth
     return _blend(degenerate, x, factor)
@@ -136,10 +137,11 @@ def affine(clip, matrix, fill=_FILL):
     # X = (u + 1) W / 2 into X_in = a X + b Y + c gives the rows below.
     theta = torch.tensor([[a, b * H / W, a + b * H / W + 2 * c / W - 1],
                           [d * W / H, e, d * W / H + e + 2 * f / H - 1]], dtype=torch.float32)
-    grid = F.affine_grid(theta.unsqueeze(0).expand(T, 2, 3), [T, C, H, W], align_corners=False)
-    x = torch.cat([clip.float(), torch.ones(T, 1, H, W)], 1)
+    # every frame gets the same warp: fold time into channels and sample once
+    grid = F.affine_grid(theta.unsqueeze(0), [1, 1, H, W], align_corners=False)
+    x = torch.cat([clip.float().reshape(1, T * C, H, W), torch.ones(1, 1, H, W)], 1)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    img, cover = out[:, :C], out[:, C:]
+    img, cover = out[0, :T * C].view(T, C, H, W), out[0, T * C:]
     fill_t = torch.tensor(fill, dtype=torch.float32).view(1, C, 1, 1)
     return _to_u8(img + (1 - cover) * fill_t)
 

@@ -158,10 +158,14 @@ def resolve_conv(backend: str | None, device: torch.device | str, width: int) ->
         return "ref"
     if dev == "cuda" and name in ("auto", "cuda"):
         fn, why = cuda_conv_kernel()
-        if fn is not None and 2 <= width <= 4:  # causal_conv1d's kernels cover widths 2..4
+        if fn is None:
+            _warn_once("conv-cuda", f"causal_conv1d is not importable ({why}); the causal conv "
+                       "runs F.conv1d.")
+        elif not 2 <= width <= 4:
+            _warn_once(f"conv-width-{width}", f"causal_conv1d covers widths 2..4, not {width}; "
+                       "the causal conv runs F.conv1d.")
+        else:
             return "cuda"
-        _warn_once("conv-cuda", "causal_conv1d is not importable or does not cover width "
-                   f"{width} ({why or 'width'}); the causal conv runs F.conv1d.")
         return "ref"
     if dev == "cpu" and name in ("auto", "cpu"):
         # The scan's resolution already warned or raised if the kernel is missing.

@@ -16,12 +16,14 @@ nothing overflows for any L or delta (the chunked-cumsum form exp(S_t) * cumsum(
 overflows as soon as a chunk's sum of d * A passes -88). The cost is 2T + nc Python-level steps
 per segment instead of L, and memory is bounded by processing S steps at a time; under autograd
 each segment is checkpointed, so a scan keeps only its inputs and the (B, E, N) carries.
+
+Left out: with A > 0 (never so in Mamba, where A = -exp(A_log)) a state that overflows may read
+NaN here where the sequential loop reads +-inf, since the products are taken in another order.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 # T = 32 minimises 2T + L/T steps for the segment lengths below; measured in benchmarks/bench_scan.py.
 CHUNK = 32
@@ -44,24 +46,49 @@ def _segment(d, du, A, Bs, Cs, h0, T: int):
     a = torch.exp(dt.unsqueeze(-1) * A[:, :, None, :])                             # (T, B, G, Eg, nc, N)
     b = dut.unsqueeze(-1) * Bt                                                     # (T, B, G, Eg, nc, N)
 
-    hl = torch.zeros_like(b[0])                                                    # (B, G, Eg, nc, N)
-    for t in range(T):
-        hl = torch.addcmul(b[t], a[t], hl)
+    # Loops walk unbind()-ed slices: indexing a[t] would give every step's backward a zeroed
+    # gradient of a's full size, quadratic in T.
+    a_ts, b_ts = a.unbind(0), b.unbind(0)
+    hl = torch.zeros_like(b_ts[0])                                                 # (B, G, Eg, nc, N)
+    for a_t, b_t in zip(a_ts, b_ts):
+        hl = torch.addcmul(b_t, a_t, hl)
     decay = torch.exp(d.reshape(Bz, G, Eg, nc, T).sum(-1).unsqueeze(-1) * A[:, :, None, :])
     h = h0
     starts = []
-    for c in range(nc):
+    for hl_c, decay_c in zip(hl.unbind(-2), decay.unbind(-2)):
         starts.append(h)
-        h = torch.addcmul(hl[..., c, :], decay[..., c, :], h)
+        h = torch.addcmul(hl_c, decay_c, h)
     h_last = h
 
     h = torch.stack(starts, dim=-2)                                                # (B, G, Eg, nc, N)
     ys = []
-    for t in range(T):
-        h = torch.addcmul(b[t], a[t], h)
-        ys.append((h * Ct[t]).sum(-1))                                             # (B, G, Eg, nc)
+    for a_t, b_t, c_t in zip(a_ts, b_ts, Ct.unbind(0)):
+        h = torch.addcmul(b_t, a_t, h)
+        ys.append((h * c_t).sum(-1))                                               # (B, G, Eg, nc)
     y = torch.stack(ys, dim=-1).reshape(Bz, G, Eg, S)
     return y, h_last
+
+
+class _SegmentCheckpoint(torch.autograd.Function):
+    """Keeps a segment's inputs only and re-runs it under autograd in the backward.
+
+    A hand-rolled torch.utils.checkpoint: that one imports torch._dynamo on first use (~3 s
+    here), a cost every process would pay on its first training step.
+    """
+
+    @staticmethod
+    def forward(ctx, d, du, A, Bs, Cs, h0, T):
+        ctx.save_for_backward(d, du, A, Bs, Cs, h0)
+        ctx.T = T
+        return _segment(d, du, A, Bs, Cs, h0, T)
+
+    @staticmethod
+    def backward(ctx, gy, gh):
+        inputs = [t.detach().requires_grad_(True) for t in ctx.saved_tensors]
+        with torch.enable_grad():
+            y, h = _segment(*inputs, ctx.T)
+        grads = torch.autograd.grad((y, h), inputs, (gy, gh), allow_unused=True)
+        return (*(g if need else None for g, need in zip(grads, ctx.needs_input_grad)), None)
 
 
 def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -101,7 +128,7 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
             sl = slice(s0, s0 + seg)
             args = (d4[..., sl], du4[..., sl], A3, Bf[..., sl], Cf[..., sl], h, T)
             if need_grad:
-                y, h = checkpoint(_segment, *args, use_reentrant=False)
+                y, h = _SegmentCheckpoint.apply(*args)
             else:
                 y, h = _segment(*args)
             ys.append(y)

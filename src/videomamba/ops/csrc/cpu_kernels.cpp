@@ -44,7 +44,7 @@ constexpr int T = 64;  // tile: (T, N) floats of states and decays per lane stay
 constexpr float LOG2E = 1.4426950408889634f;
 
 typedef float vf __attribute__((vector_size(W * sizeof(float))));
-typedef int32_t vi __attribute__((vector_size(W * sizeof(int32_t))));
+typedef uint32_t vu __attribute__((vector_size(W * sizeof(uint32_t))));
 
 inline vf splat(float s) { return vf{} + s; }
 
@@ -53,8 +53,10 @@ inline vf splat(float s) { return vf{} + s; }
 inline vf vexp2(vf x) {
   x = x < -126.f ? splat(-126.f) : x;  // comparisons with NaN are false: NaN flows on
   x = x > 128.f ? splat(128.f) : x;
-  const vf k = (x + 12582912.f) - 12582912.f;  // round to nearest via 1.5 * 2^23
-  const vf f = x - k;                          // exact, |f| <= 0.5
+  // Adding 1.5 * 2^23 rounds x to the nearest integer k, which then sits in the low mantissa
+  // bits of t: k = bits(t) - bits(1.5 * 2^23), no float-to-int conversion needed.
+  const vf t = x + 12582912.f;
+  const vf f = x - (t - 12582912.f);  // exact, |f| <= 0.5
   // Cephes exp2f polynomial with every coefficient doubled, so that the scale is 2^(k-1) and
   // k = 128 still has a finite scale (p * 2^127 with p < 2 is finite when f < 0).
   vf p = f * 3.070672376639000e-4f + 2.679774880533148e-3f;
@@ -63,8 +65,9 @@ inline vf vexp2(vf x) {
   p = p * f + 4.804529582726024e-1f;
   p = p * f + 1.3862944057100842f;
   p = p * f + 2.f;
-  const vf kc = k == k ? k : splat(0.f);  // keep the int conversion defined for NaN
-  const vi bits = (__builtin_convertvector(kc, vi) + 126) << 23;  // 2^(k-1); k = -126 gives 0
+  vu tb;
+  std::memcpy(&tb, &t, sizeof tb);
+  const vu bits = (tb - 0x4B400000u + 126u) << 23;  // 2^(k-1); k = -126 gives 0. NaN: p is NaN
   vf scale;
   std::memcpy(&scale, &bits, sizeof scale);
   return p * scale;

@@ -1,0 +1,144 @@
+#!/usr/bin/env python
+"""Small-scale demonstration of issue 5's methods on the synthetic dataset (CPU, ~30-60 min on 2 cores).
+
+    python benchmarks/methods_small_scale.py [--out runs/methods] [--epochs 20] [--student-dim 96]
+
+Every step is a ``videomamba`` CLI call (run in-process, recorded verbatim in the results):
+
+1. ``make-synthetic``: the data colleague's default dataset (8 order-dependent classes, 30 train /
+   10 val videos each, 16 frames of 64 px).
+2. teacher = the engine's demo model (``-c demo``: D=64, depth 4, 8 frames), trained from scratch;
+   its frame-reordering table (``analyze reorder``) and a Delta picture (``analyze delta``).
+3. the student (same config, D=``--student-dim``):
+   (a) from scratch; (b) the same with self-distillation from the teacher (``--distill-teacher``);
+   (c) masked pretraining on the training videos (labels unused; teacher = the trained demo model,
+       tube masks at 0.8), then fine-tuned like (a) (``--pretrained``).
+   All three use the same seed, data order, epochs and learning rate; (c) costs twice the epochs.
+4. the reorder table of every student.
+
+Writes ``benchmarks/results/methods_small_scale.json`` and ``.md`` (numbers, commands, wall times)
+and copies the Delta picture next to them. Finished runs are reused (``--fresh`` redoes them).
+Numbers are single runs on an 80-video validation set: one video is 1.25 points.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from videomamba.cli import main as vm_main
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def run(argv: list[str], log: list) -> float:
+    print("\n$ videomamba " + " ".join(argv), flush=True)
+    t0 = time.time()
+    rc = vm_main(argv)
+    dt = time.time() - t0
+    log.append({"command": "videomamba " + " ".join(argv), "rc": rc, "wall_s": round(dt, 1)})
+    if rc != 0:
+        sys.exit(f"command failed with status {rc}: videomamba {' '.join(argv)}")
+    return dt
+
+
+def summary(run_dir: Path) -> dict:
+    s = json.loads((run_dir / "summary.json").read_text())
+    return {"val_top1": s["val"].get("top1"), "val_top5": s["val"].get("top5"),
+            "best_top1": s["best"].get("value"), "best_epoch": s["best"].get("epoch"),
+            "steps": s["step"], "wall_s": round(s["wall_time_s"], 1)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="runs/methods", help="scratch directory for data and runs")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--student-dim", type=int, default=96)
+    ap.add_argument("--distill-weight", type=float, default=1.0)
+    ap.add_argument("--mask-type", default="tube")
+    ap.add_argument("--mask-ratio", type=float, default=0.8)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fresh", action="store_true", help="redo runs that already finished")
+    args = ap.parse_args()
+
+    out = Path(args.out)
+    data = out / "data"
+    log: list = []
+    t_all = time.time()
+    if args.fresh and out.exists():
+        shutil.rmtree(out)
+    if not (data / "val.csv").is_file():
+        run(["make-synthetic", str(data), "--seed", str(args.seed)], log)
+    common = [f"data.train={data / 'train.csv'}", f"data.val={data / 'val.csv'}", f"data.root={data}",
+              f"data.classes={data / 'classes.txt'}", f"train.seed={args.seed}", "train.progress=log",
+              f"optim.epochs={args.epochs}"]
+    student = [f"model.embed_dim={args.student_dim}"]
+
+    def train(name: str, extra: list[str], cmd: str = "train") -> Path:
+        d = out / name
+        argv = [cmd, "-c", "demo", *common, *extra, "-o", str(d)]
+        if (d / "summary.json").is_file():
+            log.append({"command": "videomamba " + " ".join(argv), "reused": True})
+        else:
+            if d.exists():
+                shutil.rmtree(d)
+            run(argv, log)
+        return d
+
+    teacher = train("teacher", [])
+    a = train("a_scratch", student)
+    b = train("b_distill", [*student, "--distill-teacher", str(teacher / "model"),
+                            "--distill-weight", str(args.distill_weight)])
+    pre = train("c_pretrain", [*student, "--teacher", str(teacher / "model"), "--mask-type", args.mask_type,
+                               "--mask-ratio", str(args.mask_ratio)], cmd="pretrain")
+    c = train("c_finetune", [*student, "--pretrained", str(pre / "model")])
+
+    reorder = {}
+    for name, d in (("teacher", teacher), ("a_scratch", a), ("b_distill", b), ("c_finetune", c)):
+        rdir = out / "reorder" / name
+        if not (rdir / "reorder_results.json").is_file():
+            run(["analyze", "reorder", str(data / "val.csv"), "--root", str(data), "-k", str(d / "model"),
+                 "--workers", "1", "-o", str(rdir)], log)
+        res = json.loads((rdir / "reorder_results.json").read_text())["results"]
+        reorder[name] = {k: round(v["top1"], 2) for k, v in res.items()}
+
+    val_videos = [line.split(",")[0] for line in (data / "val.csv").read_text().splitlines()]
+    video = data / next(v for v in val_videos if "move_left" in v)
+    run(["analyze", "delta", str(video), "-k", str(teacher / "model"), "-o", str(out / "delta")], log)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    pic = RESULTS / "methods_small_scale_delta.png"
+    shutil.copyfile(out / "delta" / f"{video.stem}_grid.png", pic)
+    shutil.copyfile(out / "delta" / f"{video.stem}.gif", RESULTS / "methods_small_scale_delta.gif")
+
+    results = {
+        "setup": {"epochs": args.epochs, "student_dim": args.student_dim, "teacher": "demo config (D=64, depth 4)",
+                  "distill_weight": args.distill_weight, "mask_type": args.mask_type, "mask_ratio": args.mask_ratio,
+                  "seed": args.seed, "val_videos": len(val_videos)},
+        "teacher": summary(teacher), "a_scratch": summary(a), "b_distill": summary(b),
+        "c_pretrain": {k: v for k, v in summary(pre).items() if k in ("steps", "wall_s")},
+        "c_finetune": summary(c), "reorder_top1": reorder,
+        "delta_picture": str(pic), "delta_video": str(video),
+        "commands": log, "wall_s_this_invocation": round(time.time() - t_all, 1),
+    }
+    (RESULTS / "methods_small_scale.json").write_text(json.dumps(results, indent=2) + "\n")
+    md = ["| run | val top-1 (final) | best top-1 (epoch) | val top-5 | train wall |", "|---|---|---|---|---|"]
+    for k, label in (("teacher", "teacher (demo model, D=64)"), ("a_scratch", f"(a) student D={args.student_dim}, scratch"),
+                     ("b_distill", "(b) + self-distillation"), ("c_finetune", "(c) masked-pretrained, fine-tuned")):
+        r = results[k]
+        md.append(f"| {label} | {r['val_top1']:.2f} | {r['best_top1']:.2f} ({r['best_epoch']}) | {r['val_top5']:.2f} | "
+                  f"{r['wall_s']:.0f} s |")
+    md += ["", "| model | original | block-wise | pairwise | interleaved |", "|---|---|---|---|---|"]
+    for k, r in reorder.items():
+        md.append(f"| {k} | " + " | ".join(f"{r[n]:.2f}" for n in ("original", "block-wise", "pairwise", "interleaved")) + " |")
+    md += ["", f"pretraining wall time: {results['c_pretrain']['wall_s']:.0f} s", "", "commands:"]
+    md += [f"    {c['command']}" for c in log]
+    (RESULTS / "methods_small_scale.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
