@@ -146,3 +146,14 @@ def test_cli(tmp_path, capsys):
     assert decode_video(tmp_path / "out" / "videos/appear/appear_000.mp4").frames.shape == (6, 24, 24, 3)
     with pytest.raises(SystemExit):
         parser.parse_args([str(tmp_path), "--classes", "dance"])
+
+
+def test_cli_end_to_end(tmp_path, capsys):
+    from videomamba.cli import main
+
+    assert main(["make-synthetic", str(tmp_path / "d"), "--per-class", "2", "--frames", "4", "--size", "16",
+                 "--classes", "grow", "shrink"]) == 0
+    assert (tmp_path / "d" / "val.csv").read_text() == ("videos/grow/grow_001.mp4,0\n"
+                                                         "videos/shrink/shrink_001.mp4,1\n")
+    assert main(["make-synthetic", str(tmp_path / "e"), "--size", "15"]) == 2
+    assert "size must be an even number" in capsys.readouterr().err

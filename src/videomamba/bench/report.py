@@ -173,14 +173,21 @@ def scan_section(scan: dict | None) -> str:
                 "run (`--no-scan`).")
     head = f"`python {' '.join(scan['argv'])}`: {scan['status']} in {scan['wall_s']:.0f} s.\n"
     data = scan.get("data")
-    rows = data if isinstance(data, list) else (data or {}).get("records") or (data or {}).get("results")
-    if isinstance(rows, list) and rows and all(isinstance(x, dict) for x in rows):
-        keys = list(dict.fromkeys(k for x in rows for k in x if not isinstance(x[k], (dict, list))))
-        lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-        for x in rows:
-            lines.append("| " + " | ".join(_fmt_any(x.get(k)) for k in keys) + " |")
-        return head + "\n" + "\n".join(lines)
-    return head + "\n```\n" + scan.get("stdout", "").strip()[-6000:] + "\n```"
+    out = [head]
+    tables = [data] if isinstance(data, list) else [
+        (data or {}).get(k) for k in ("scan", "aux", "records", "results")]
+    for rows in tables:
+        if isinstance(rows, list) and rows and all(isinstance(x, dict) for x in rows):
+            keys = list(dict.fromkeys(k for x in rows for k in x if not isinstance(x[k], (dict, list))))
+            out += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+            out += ["| " + " | ".join(_fmt_any(x.get(k)) for k in keys) + " |" for x in rows]
+            out.append("")
+    if isinstance(data, dict) and data.get("targets"):
+        import json
+        out += ["Targets reported by the script:", "", "```json", json.dumps(data["targets"], indent=1), "```"]
+    if len(out) == 1:
+        out += ["```", scan.get("stdout", "").strip()[-6000:], "```"]
+    return "\n".join(out)
 
 
 def _fmt_any(v) -> str:

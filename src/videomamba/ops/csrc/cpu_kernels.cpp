@@ -20,7 +20,7 @@
 //
 // Memory: the backward gets only the inputs. It recomputes the states: a first pass keeps the
 // state at each tile boundary (L / T * N floats per channel), then tiles are replayed in reverse,
-// each one recomputed into a (T, N) buffer that stays in L2.
+// each one recomputed into (T, N) buffers of states and decays that stay in L2.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -33,13 +33,13 @@
 #include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
-#include <xmmintrin.h>
+#include <immintrin.h>
 #define VM_HAS_MXCSR 1
 #endif
 
 namespace {
 
-constexpr int W = 16;  // one AVX-512 register, two AVX2 ones; reduce16 below assumes 16
+constexpr int W = 16;  // one AVX-512 register, two AVX2 ones; reduce_lanes and clamp_* rely on it
 constexpr int T = 64;  // tile: (T, N) floats of states and decays per lane stay in L2
 constexpr float LOG2E = 1.4426950408889634f;
 
@@ -48,11 +48,28 @@ typedef uint32_t vu __attribute__((vector_size(W * sizeof(uint32_t))));
 
 inline vf splat(float s) { return vf{} + s; }
 
+// max(lo, x) and min(hi, x) that return x when x is NaN. The ternaries are exact but GCC keeps
+// them as compare + blend (it may not assume no NaNs); AVX-512's max/min with the constant
+// first have the same NaN rule in one instruction.
+inline vf clamp_lo(vf x, float lo) {
+#ifdef __AVX512F__
+  return (vf)_mm512_max_ps((__m512)splat(lo), (__m512)x);
+#else
+  return x < lo ? splat(lo) : x;
+#endif
+}
+inline vf clamp_hi(vf x, float hi) {
+#ifdef __AVX512F__
+  return (vf)_mm512_min_ps((__m512)splat(hi), (__m512)x);
+#else
+  return x > hi ? splat(hi) : x;
+#endif
+}
+
 // 2^x, rel. error < 2e-7. Clamping x to [-126, 128] makes the edges exact without selects:
 // x < -126 gives 0 (true value < 1.2e-38), x >= 128 gives inf, NaN passes through p.
 inline vf vexp2(vf x) {
-  x = x < -126.f ? splat(-126.f) : x;  // comparisons with NaN are false: NaN flows on
-  x = x > 128.f ? splat(128.f) : x;
+  x = clamp_hi(clamp_lo(x, -126.f), 128.f);  // NaN flows on
   // Adding 1.5 * 2^23 rounds x to the nearest integer k, which then sits in the low mantissa
   // bits of t: k = bits(t) - bits(1.5 * 2^23), no float-to-int conversion needed.
   const vf t = x + 12582912.f;
@@ -101,7 +118,8 @@ inline vf vsoftplus(vf x) {
 inline vf vsigmoid(vf x) { return 1.f / (1.f + vexp(-x)); }
 
 // dst[i] += sum of the W lanes of src[i], i < count. Sixteen vectors at a time go through a
-// transpose-and-add tree (4 levels of two shuffles and an add) instead of 16 horizontal sums.
+// transpose-and-add tree (4 levels of two shuffles and an add) instead of 16 horizontal sums;
+// N = 16 states per step is exactly one tree.
 inline void reduce_lanes(const vf* src, int64_t count, float* dst) {
   int64_t i = 0;
 #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
@@ -162,14 +180,14 @@ struct Problem {
 // padded channels scan u = 0 with A = 0 and contribute nothing.
 struct Scratch {
   std::vector<vf> raw, d, du, u, z, dout, sg, y, o1, o2, o3;  // (T,) tiles
-  std::vector<vf> h, g, al2, av, dA;                         // (N,)
-  std::vector<vf> hs, as, rb, rc;                            // (T, N)
+  std::vector<vf> h, g, al2, av, dA, rb, rc;                 // (N,)
+  std::vector<vf> hs, as;                                    // (T, N)
   std::vector<vf> ck;                                        // (L / T + 1, N)
   Scratch(int64_t N, int64_t L, bool backward) {
     for (auto* v : {&raw, &d, &du, &u, &z, &dout, &sg, &y, &o1, &o2, &o3}) v->assign(T, vf{});
-    for (auto* v : {&h, &g, &al2, &av, &dA}) v->assign(N, vf{});
+    for (auto* v : {&h, &g, &al2, &av, &dA, &rb, &rc}) v->assign(N, vf{});
     if (backward) {
-      for (auto* v : {&hs, &as, &rb, &rc}) v->assign(T * N, vf{});
+      for (auto* v : {&hs, &as}) v->assign(T * N, vf{});
       ck.assign(((L + T - 1) / T + 1) * N, vf{});
     }
   }
@@ -345,8 +363,8 @@ void backward_item(const Problem& P, const Grads& Gr, int64_t b, int64_t g, int6
       const vf* hs = S.hs.data() + t * N;
       const vf* as = S.as.data() + t * N;
       const vf* hp = t > 0 ? S.hs.data() + (t - 1) * N : S.ck.data() + k * N;
-      vf* rb = S.rb.data() + t * N;
-      vf* rc = S.rc.data() + t * N;
+      vf* rb = S.rb.data();
+      vf* rc = S.rc.data();
       vf sbu0{}, sbu1{}, sda0{}, sda1{};
       int64_t n = 0;
       for (; n + 2 <= N; n += 2) {
@@ -374,12 +392,13 @@ void backward_item(const Problem& P, const Grads& Gr, int64_t b, int64_t g, int6
       dbias += dd;
       S.o1[t] = sbu * d + dy * c.D;  // du
       S.o2[t] = dd;                  // ddelta
+      // Sum the lanes (channels) of this step's N vectors: dB_t and dC_t are shared by them.
+      reduce_lanes(rb, N, dBt + (t0 + t) * N);
+      reduce_lanes(rc, N, dCt + (t0 + t) * N);
     }
     store_tile(Gr.du + row0 + t0, S.o1.data(), L, nl, tc);
     store_tile(Gr.ddelta + row0 + t0, S.o2.data(), L, nl, tc);
     if (P.z) store_tile(Gr.dz + row0 + t0, S.o3.data(), L, nl, tc);
-    reduce_lanes(S.rb.data(), tc * N, dBt + t0 * N);
-    reduce_lanes(S.rc.data(), tc * N, dCt + t0 * N);
   }
   for (int w = 0; w < nl; ++w) {
     const int64_t e = b * P.E + e0 + w;
