@@ -56,20 +56,25 @@ def run_spec(spec: dict, timeout_s: float = 600.0, mem_limit_mb: float | None = 
             proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=child_env,
                                     start_new_session=True)
         killed, watch_peak, ru, wstatus = None, 0.0, None, 0
-        while True:
-            pid, wstatus, ru = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                proc.returncode = os.waitstatus_to_exitcode(wstatus)
-                break
-            rss = _proc_rss_mb(proc.pid)
-            watch_peak = max(watch_peak, rss)
-            if killed is None and mem_limit_mb and rss > mem_limit_mb:
-                killed = "oom"
-                _kill_group(proc)
-            elif killed is None and time.perf_counter() - t0 > timeout_s:
-                killed = "timeout"
-                _kill_group(proc)
-            time.sleep(POLL_S)
+        try:
+            while True:
+                pid, wstatus, ru = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    proc.returncode = os.waitstatus_to_exitcode(wstatus)
+                    break
+                rss = _proc_rss_mb(proc.pid)
+                watch_peak = max(watch_peak, rss)
+                if killed is None and mem_limit_mb and rss > mem_limit_mb:
+                    killed = "oom"
+                    _kill_group(proc)
+                elif killed is None and time.perf_counter() - t0 > timeout_s:
+                    killed = "timeout"
+                    _kill_group(proc)
+                time.sleep(POLL_S)
+        except BaseException:          # Ctrl-C / SIGTERM of the parent: take the child down too
+            _kill_group(proc)
+            proc.wait()
+            raise
         wall = time.perf_counter() - t0
         rec: dict = {}
         if out.is_file():

@@ -189,12 +189,6 @@ def run_suite(grid: list[dict], results_path: Path, *, timeout_s: float = 600.0,
             log(f"[micro] {dev}: matmul and exp ceilings")
             data["micro"][dev] = run_spec({**micro_spec(dev, quick), "threads": threads}, timeout_s=300)
             save_results(results_path, data)
-    if scan:
-        res = run_scan_bench(results_path.parent, quick, timeout_s=max(timeout_s, 1200), log=log)
-        if res is not None:
-            data["scan"] = res
-            save_results(results_path, data)
-
     if grid and prepare:
         # build any compiled kernel once, outside the timed runs (cached by torch afterwards)
         log("[prepare] one untimed toy run (kernel build, caches)")
@@ -227,6 +221,12 @@ def run_suite(grid: list[dict], results_path: Path, *, timeout_s: float = 600.0,
         done[sid] = rec
         data["records"] = [r for r in data["records"] if r["id"] != sid] + [rec]
         save_results(results_path, data)
+    if scan and not (resume and (data.get("scan") or {}).get("status") == "ok"):
+        # last: the kernel grid matters less than the model comparisons if a run is cut short
+        res = run_scan_bench(results_path.parent, quick, timeout_s=max(timeout_s, 1200), log=log)
+        if res is not None:
+            data["scan"] = res
+            save_results(results_path, data)
     data["load_history"].append({"when": "end", "date": time.strftime("%Y-%m-%d %H:%M:%S"),
                                  "load_avg": [round(x, 2) for x in os.getloadavg()]})
     analysis.annotate(data["records"], data["micro"])

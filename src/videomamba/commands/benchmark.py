@@ -118,6 +118,9 @@ def run(args) -> int:
                     print(f"    {v:10.1f} MB  {k}")
         return 0 if rec["status"] == "ok" else 1
     results = out / "results.json"
+    import signal
+    # SIGTERM -> SystemExit, so that the runner kills the child it is waiting on
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
     if args.action == "report":
         data = suite.load_results(results)
         if data is None:

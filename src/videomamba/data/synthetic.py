@@ -7,7 +7,7 @@ class          partner         the main object...
 =============  ==============  ================================================================
 move_left      move_right      slides horizontally by 30-55 % of the frame
 move_up        move_down       slides vertically by 30-55 % of the frame
-rotate_cw      rotate_ccw      turns 90-180 degrees about its centre (clockwise on screen)
+rotate_cw      rotate_ccw      swings 90-180 degrees about a pivot near one end (clockwise on screen)
 grow           shrink          scales from 35-50 % to 95-110 % of its size
 appear         disappear       is absent until a frame in the middle half of the video, then present
 =============  ==============  ================================================================
@@ -155,7 +155,13 @@ def render_video(motion: str, frames: int, size: int, rng: np.random.Generator, 
         else:
             cy = path
     elif motion == "rotate":
+        # Swing about a pivot 0.8 r from the shape's centre, long axis along the arm like a clock hand:
+        # the far end sweeps an arc, which shows the direction far better than spinning in place
+        # (a small 3D CNN could not tell cw from ccw for shapes turning about their own centre).
+        arm = 0.8 * r
+        px, py = rng.uniform(arm + r, S - arm - r, 2)
         angle = angle + np.deg2rad(rng.uniform(90.0, 180.0)) * u
+        cx, cy = px + arm * np.cos(angle), py + arm * np.sin(angle)
     elif motion == "grow":
         s0, s1 = rng.uniform(0.35, 0.50), rng.uniform(0.95, 1.10)
         scale = s0 + (s1 - s0) * u
