@@ -102,7 +102,10 @@ def bench_scan(E, L, impls, rounds, warmup):
                 skipped[(impl, mode)] = "reference too slow at this size"
                 continue
             cases[(impl, mode)] = make_case(impl, mode, x)
+    t0 = time.perf_counter()
     runs = timed_rounds(cases, rounds, warmup)
+    print(f"  E={E} L={L}: {len(cases)} cases x {rounds} rounds in {time.perf_counter() - t0:.0f} s",
+          flush=True)
     rows = []
     for (impl, mode), ts in runs.items():
         rows.append(dict(E=E, L=L, N=N, B=1, impl=impl, mode=mode, median_ms=statistics.median(ts),

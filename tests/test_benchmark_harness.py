@@ -185,3 +185,24 @@ def test_report_page_from_json_alone(tmp_path):
     assert "| ViT-Ti joint attn (eager) |" in text and "OOM" in text
     assert "## Scaling with frames" in text and "## Roofline" in text
     assert "0.250 s / 366 MB" in text                       # VideoMamba-Ti at 8 frames
+
+
+def test_overrides_are_part_of_the_id_and_the_lookup():
+    a = suite._m("videomamba_tiny", 16, mode="train")
+    b = suite._m("videomamba_tiny", 16, mode="train", overrides={"mixer_recompute": "never"})
+    assert workloads.spec_id(b) == "train/videomamba_tiny+mixer_recompute=never/T16/B1/fp32/cpu"
+    assert analysis.series_key(a) != analysis.series_key(b)
+    recs = [{"spec": a, "status": "ok"}, {"spec": b, "status": "ok"}]
+    assert analysis.find(recs, model="videomamba_tiny", mode="train")["spec"] is a
+    assert analysis.find(recs, model="videomamba_tiny", overrides={"mixer_recompute": "never"})["spec"] is b
+    assert workloads.videomamba_config(b).mixer_recompute == "never"
+
+
+def test_kernel_benchmark_json_is_tabulated():
+    scan = {"argv": ["benchmarks/bench_scan.py"], "status": "ok", "wall_s": 3.0,
+            "data": {"scan": [{"E": 384, "L": 3137, "impl": "cpu", "mode": "fwd", "median_ms": 7.1}],
+                     "targets": {"fwd_speedup_vs_ref": 37.0}}}
+    text = report.scan_section(scan)
+    assert "| E | L | impl | mode | median_ms |" in text and "| 384 | 3137 | cpu | fwd | 7.1 |" in text
+    assert "fwd_speedup_vs_ref" in text
+    assert "not present" in report.scan_section(None)

@@ -4,9 +4,10 @@ Formats (``fmt``):
 
 - ``"csv"`` (aliases ``"kinetics"``, ``"breakfast"``, ``"coin"``): one video per line, ``path,label``
   or space-separated ``path label`` (the first line decides; a path with spaces needs the comma form,
-  quoted if it holds a comma). Blank lines and ``#`` comments are ignored. An optional header line (``path,label``, ``video,class``...) is skipped. The label is an integer
-  class index or a class name. Relative paths are resolved against ``root`` (a path prefix) or, when
-  ``root`` is None, the annotation file's folder.
+  quoted if it holds a comma). Blank lines and ``#`` comments are ignored. An optional header line
+  (``path,label``, ``video,class``...) is skipped; ``header=True/False`` overrides the guess. The label
+  is an integer class index or a class name. Relative paths are resolved against ``root`` (a path
+  prefix) or, when ``root`` is None, the annotation file's folder.
 - ``"ssv2"``: Something-Something V2's ``train.json`` / ``validation.json`` (a list of objects with
   ``id`` and ``template``) plus its labels JSON (``{"Approaching something with your camera": "0"}``),
   given as ``labels=`` or found beside the file as ``something-something-v2-labels.json`` or

@@ -7,7 +7,7 @@ class          partner         the main object...
 =============  ==============  ================================================================
 move_left      move_right      slides horizontally by 30-55 % of the frame
 move_up        move_down       slides vertically by 30-55 % of the frame
-rotate_cw      rotate_ccw      swings 90-180 degrees about a pivot near one end (clockwise on screen)
+rotate_cw      rotate_ccw      turns 90-180 degrees about its centre (clockwise on screen)
 grow           shrink          scales from 35-50 % to 95-110 % of its size
 appear         disappear       is absent until a frame in the middle half of the video, then present
 =============  ==============  ================================================================
@@ -20,9 +20,10 @@ less than 180 degrees), colours (the object contrasts with the background), back
 and a static grain), speed, start position and a smaller distractor shape doing a random walk (whose
 statistics are the same forwards and backwards).
 
-Defaults: 8 classes (the first four pairs above), 40 videos per class (a quarter for validation),
-16 frames of 64x64 px at 8 fps, h264 (libx264, yuv420p, CRF 17, one thread and no macroblock-tree, so
-that the bytes depend neither on the core count nor on chance). Same seed -> same annotation files and the same decoded frames.
+Defaults: 8 classes (every pair but rotation, which small models learn far more slowly), 40 videos per
+class (a quarter for validation), 16 frames of 64x64 px at 8 fps, h264 (libx264, yuv420p, CRF 17, one
+thread and no macroblock-tree, so that the bytes depend neither on the core count nor on chance). Same
+seed -> same annotation files and the same decoded frames.
 
 Horizontal flips turn move_left into move_right and rotate_cw into rotate_ccw, so ``meta.json`` says
 ``"flip": false`` and :class:`~videomamba.data.VideoDataset` honours it.
@@ -51,7 +52,9 @@ CLASS_MOTIONS = {
     "appear": ("appear", False), "disappear": ("appear", True),
 }
 SYNTHETIC_CLASSES = tuple(CLASS_MOTIONS)
-DEFAULT_CLASSES = ("move_left", "move_right", "rotate_cw", "rotate_ccw", "grow", "shrink", "appear", "disappear")
+# Rotation is left out of the defaults: in a probe (a small 3D CNN, 30 training videos per class, 8 frames
+# of 64 px) every default class reached 80-100 % on validation while cw vs ccw stayed at chance.
+DEFAULT_CLASSES = ("move_left", "move_right", "move_up", "move_down", "grow", "shrink", "appear", "disappear")
 SHAPES = ("triangle", "rectangle", "ellipse", "kite", "L")
 _PER_FRAME = ("cx", "cy", "angle", "scale", "visible")
 _SUPERSAMPLE = 4  # sub-pixels per side: anti-aliased edges, so sub-pixel motion shows in the pixels
@@ -155,13 +158,7 @@ def render_video(motion: str, frames: int, size: int, rng: np.random.Generator, 
         else:
             cy = path
     elif motion == "rotate":
-        # Swing about a pivot 0.8 r from the shape's centre, long axis along the arm like a clock hand:
-        # the far end sweeps an arc, which shows the direction far better than spinning in place
-        # (a small 3D CNN could not tell cw from ccw for shapes turning about their own centre).
-        arm = 0.8 * r
-        px, py = rng.uniform(arm + r, S - arm - r, 2)
         angle = angle + np.deg2rad(rng.uniform(90.0, 180.0)) * u
-        cx, cy = px + arm * np.cos(angle), py + arm * np.sin(angle)
     elif motion == "grow":
         s0, s1 = rng.uniform(0.35, 0.50), rng.uniform(0.95, 1.10)
         scale = s0 + (s1 - s0) * u
