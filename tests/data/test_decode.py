@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import VFR_PTS_MS, read_id, write_video
+from video_files import VFR_PTS_MS, read_id, write_video
 from videomamba.data import (VideoDecodeError, VideoNotFoundError, decode_video, open_video, probe_video)
 
 EXPECTED = {  # name -> (frames, width, height, codec, fps)

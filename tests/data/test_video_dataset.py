@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import denormalize, read_id
+from video_files import denormalize, read_id
 from videomamba.data import (AugmentConfig, Sample, VideoDataset, VideoDecodeError, load_video_clips,
                              make_synthetic)
 from videomamba.data.sampling import segment_indices
