@@ -242,3 +242,20 @@ def test_non_finite_values_propagate_as_in_the_oracle(impl):
         assert finite.float().mean() > 0.8
         torch.testing.assert_close(a[finite], b[finite], rtol=2e-5, atol=2e-5 * b[finite].abs().max())
     assert out[0, 3, :5].isfinite().all() and out[0, 3, 5:].isnan().all()
+
+
+def test_cpu_kernel_thread_count_does_not_change_results():
+    cpu_kernel_or_skip()
+    x, kw = make((2, 40, 16, 70, None), FLAGS[0], seed=12)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = run_with_grads(selective_scan, x, backend="cpu", **kw)
+        torch.set_num_threads(2)
+        two = run_with_grads(selective_scan, x, backend="cpu", **kw)
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(one[0], two[0]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)  # each channel is scanned by one thread
+    for k in one[1]:  # dB / dC sum per-worker partials: the order may differ
+        assert_close_scaled(two[1][k], one[1][k], 1e-6, 1e-6, name=k)

@@ -133,6 +133,9 @@ def run_model(spec: dict, rec: dict, w: _Writer) -> None:
     if spec.get("profile"):
         rec["profile"] = profile_step(step, train, int(spec.get("profile_top", 15)))
         w.flush()
+    if spec.get("memtrace"):
+        rec["memtrace"] = live_memory_trace(step, [*model.parameters(), *model.buffers(), x])
+        w.flush()
 
 
 class _null:
@@ -184,6 +187,83 @@ def saved_tensor_bytes(model, spec: dict, x) -> dict:
             h.remove()
     total = sum(per.values())
     return {"total_mb": total, "by_module_mb": dict(sorted(per.items(), key=lambda kv: -kv[1]))}
+
+
+def live_memory_trace(step, known=(), top: int = 12) -> dict:
+    """Peak of live tensor bytes during one step, and which tensors were alive at that peak.
+
+    Every tensor an operator creates is tracked by its storage (views and in-place results are
+    not new memory) until the storage is freed. The answer is allocator-independent (no malloc
+    slack, no fragmentation), so it says which ops' outputs make the peak: what to fuse, free
+    earlier or recompute. Kernels called outside the dispatcher (our compiled scan and conv
+    through pybind) are invisible as ops; their outputs are counted when a tracked op first
+    reads them (as "opaque kernel output"). ``known``: tensors that exist before the step
+    (weights, input), never counted.
+    """
+    import weakref
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    known_ptrs = {t.untyped_storage().data_ptr() for t in known}
+
+    class Live(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.live: dict[int, tuple[str, tuple, int]] = {}
+            self.cur = self.peak = 0
+            self.at_peak: list = []
+
+        def _free(self, key):
+            item = self.live.pop(key, None)
+            if item is not None:
+                self.cur -= item[2]
+
+        def _track(self, t, name):
+            st = t.untyped_storage()
+            key, n = st.data_ptr(), st.nbytes()
+            if n == 0 or key in self.live or key in known_ptrs:
+                return
+            self.live[key] = (name, tuple(t.shape), n)
+            self.cur += n
+            weakref.finalize(st, self._free, key)
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            for a in tree_flatten((args, kwargs))[0]:
+                if isinstance(a, torch.Tensor) and a.device.type != "meta" and not a._is_view():
+                    self._track(a, "opaque kernel output")
+            out = func(*args, **(kwargs or {}))
+            inputs = None
+            for t in tree_flatten(out)[0]:
+                if not isinstance(t, torch.Tensor) or t.device.type == "meta" or t._is_view():
+                    continue
+                st = t.untyped_storage()
+                key, n = st.data_ptr(), st.nbytes()
+                if n == 0 or key in self.live:
+                    continue
+                if inputs is None:       # in-place ops and no-op casts hand back an input's memory
+                    inputs = {a.untyped_storage().data_ptr() for a in tree_flatten((args, kwargs))[0]
+                              if isinstance(a, torch.Tensor)}
+                if key in inputs:
+                    continue
+                self._track(t, func.__name__)
+            if self.cur > self.peak:
+                self.peak = self.cur
+                self.at_peak = sorted(self.live.values(), key=lambda v: -v[2])
+            return out
+
+    mode = Live()
+    with mode:
+        step()
+    groups: dict[str, list] = {}
+    for name, shape, n in mode.at_peak:
+        g = groups.setdefault(f"{name} {list(shape)}", [0, 0.0])
+        g[0] += 1
+        g[1] += n / 2**20
+    rows = sorted(({"op_shape": k, "count": c, "mb": mb} for k, (c, mb) in groups.items()), key=lambda r: -r["mb"])
+    return {"peak_live_mb": mode.peak / 2**20, "at_peak": rows[:top],
+            "at_peak_other_mb": sum(r["mb"] for r in rows[top:])}
 
 
 def profile_step(step, train: bool, top: int) -> dict:

@@ -54,7 +54,11 @@ def add_arguments(p):
     p.add_argument("--device", default="cpu")
     p.add_argument("--profile", action="store_true", help="one: torch.profiler top operators after timing")
     p.add_argument("--saved", action="store_true", help="one: MB saved for backward per module type (train)")
+    p.add_argument("--memtrace", action="store_true",
+                   help="one: peak of live tensor bytes in one step, and the tensors alive at that peak")
     p.add_argument("--scan-backend", default=None, help="one: VIDEOMAMBA_SCAN_BACKEND for the child")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="one: a VideoMambaConfig override, e.g. --set mixer_recompute=never (repeatable)")
     p.add_argument("--json", action="store_true", help="one / list: print JSON")
 
 
@@ -95,10 +99,12 @@ def run(args) -> int:
         spec = {"kind": "model", "model": args.model, "attn": args.attn, "frames": args.frames,
                 "img": args.img_size, "batch": args.batch, "dtype": args.dtype, "mode": args.mode,
                 "grad_ckpt": args.grad_ckpt, "device": args.device, "repeats": args.repeats or 3,
-                "warmup": args.warmup, "profile": args.profile, "saved": args.saved,
+                "warmup": args.warmup, "profile": args.profile, "saved": args.saved, "memtrace": args.memtrace,
                 "scan_backend": args.scan_backend}
         if args.threads:
             spec["threads"] = args.threads
+        if args.set:
+            spec["overrides"] = dict(_parse_set(kv) for kv in args.set)
         workloads.family(args.model)            # unknown names fail here, before a process starts
         rec = run_spec(spec, timeout_s=args.timeout or 900.0, mem_limit_mb=args.mem_limit_gb * 1024)
         rec["spec"], rec["id"] = spec, workloads.spec_id(spec)
@@ -111,6 +117,12 @@ def run(args) -> int:
                 print(f"  {e['self_cpu_ms']:10.1f} ms {100 * e['share']:5.1f}%  {e['calls']:6d}  {e['op']}")
             for e in (rec.get("profile") or {}).get("by_self_cpu_memory", []):
                 print(f"  {e['self_cpu_memory_mb']:10.1f} MB  {e['calls']:6d}  {e['op']}")
+            mt = rec.get("memtrace")
+            if mt:
+                print(f"  live tensors at the peak: {mt['peak_live_mb']:.0f} MB")
+                for e in mt["at_peak"]:
+                    print(f"    {e['mb']:10.1f} MB  {e['count']:4d} x  {e['op_shape']}")
+                print(f"    {mt['at_peak_other_mb']:10.1f} MB  (the rest)")
             sv = rec.get("saved_for_backward")
             if sv:
                 print(f"  saved for backward: {sv['total_mb']:.0f} MB")
@@ -138,3 +150,14 @@ def run(args) -> int:
     print(f"results: {results}")
     print(f"page:    {report.write_page(data, page, out, command)}")
     return 0
+
+
+def _parse_set(kv: str) -> tuple:
+    if "=" not in kv:
+        raise ValueError(f"--set wants FIELD=VALUE, got {kv!r}")
+    k, v = kv.split("=", 1)
+    try:
+        v = json.loads(v)           # numbers, true/false
+    except json.JSONDecodeError:
+        pass                        # plain strings
+    return k.strip(), v

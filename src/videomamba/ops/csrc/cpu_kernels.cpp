@@ -300,7 +300,7 @@ struct Grads {
   const float* dlast;  // (Bsz, E, N) or null
   float *du, *ddelta, *dz;           // (Bsz, E, L)
   float *dA, *dD, *dbias;            // per batch partials: (Bsz, E, N), (Bsz, E), (Bsz, E)
-  float *dB, *dC;                    // per thread partials: (threads, Bsz, G, L, N)
+  float *dB, *dC;                    // per worker partials: (workers, Bsz, G, L, N)
 };
 
 void backward_item(const Problem& P, const Grads& Gr, int64_t b, int64_t g, int64_t e0, int nl,
@@ -425,6 +425,28 @@ const float* opt_ptr(const std::optional<at::Tensor>& x, at::Tensor& keep) {
   return keep.data_ptr<float>();
 }
 
+// Small reshuffles run as plain loops on the calling thread: each at:: op would open an OpenMP
+// region, and on a loaded machine every region waits for a descheduled thread (measured: the
+// backward took 6x its CPU time with ~10 such regions, 2x with one).
+
+// (Bsz, G, N, L) of any dtype and strides -> fp32 (Bsz, G, L, N), contiguous.
+at::Tensor to_time_major(const at::Tensor& X) {
+  const at::Tensor x = X.scalar_type() == at::kFloat ? X : X.to(at::kFloat);
+  const int64_t Bsz = x.size(0), G = x.size(1), N = x.size(2), L = x.size(3);
+  at::Tensor out = at::empty({Bsz, G, L, N}, x.options());
+  const float* src = x.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  const int64_t s0 = x.stride(0), s1 = x.stride(1), s2 = x.stride(2), s3 = x.stride(3);
+  for (int64_t b = 0; b < Bsz; ++b)
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t n = 0; n < N; ++n) {
+        const float* s = src + b * s0 + g * s1 + n * s2;
+        float* d = dst + (b * G + g) * L * N + n;
+        for (int64_t l = 0; l < L; ++l) d[l * N] = s[l * s3];
+      }
+  return out;
+}
+
 struct Prepared {
   Problem P;
   at::Tensor u, delta, A, Bt, Ct, D, z, bias;  // fp32, contiguous; keep the pointers alive
@@ -444,8 +466,8 @@ Prepared prepare(const at::Tensor& u, const at::Tensor& delta, const at::Tensor&
   P.Eg = P.E / P.G;
   P.nblk = (P.Eg + W - 1) / W;
   r.u = f32(u), r.delta = f32(delta), r.A = f32(A);
-  r.Bt = B.to(at::kFloat).transpose(2, 3).contiguous();  // (Bsz, G, L, N)
-  r.Ct = C.to(at::kFloat).transpose(2, 3).contiguous();
+  r.Bt = to_time_major(B);  // (Bsz, G, L, N)
+  r.Ct = to_time_major(C);
   P.u = r.u.data_ptr<float>(), P.delta = r.delta.data_ptr<float>(), P.A = r.A.data_ptr<float>();
   P.Bt = r.Bt.data_ptr<float>(), P.Ct = r.Ct.data_ptr<float>();
   P.D = opt_ptr(D, r.D), P.z = opt_ptr(z, r.z), P.bias = opt_ptr(bias, r.bias);
@@ -470,8 +492,8 @@ inline int64_t worker_count(const Problem& P) {
   return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), P.Bsz * P.G * P.nblk));
 }
 
-template <typename F>
-void for_each_item(const Problem& P, bool backward, const F& fn) {
+template <typename Init, typename F>
+void for_each_item(const Problem& P, bool backward, const Init& init, const F& fn) {
   const int64_t items = P.Bsz * P.G * P.nblk;
   const int64_t threads = worker_count(P);
   std::atomic<int64_t> next{0};
@@ -480,6 +502,7 @@ void for_each_item(const Problem& P, bool backward, const F& fn) {
     Scratch S(P.N, P.L, backward);
     const int64_t tid = at::get_thread_num();
     TORCH_CHECK(tid < threads, "selective_scan_cpu: thread id out of range");
+    init(tid);
     for (int64_t i = next++; i < items; i = next++) fn(i, tid, S);
   });
 }
@@ -497,7 +520,7 @@ std::vector<at::Tensor> scan_fwd(const at::Tensor& u, const at::Tensor& delta,
   at::Tensor last = return_last_state ? at::zeros({P.Bsz, P.E, P.N}, opts) : at::Tensor();
   float* outp = out.data_ptr<float>();
   float* lastp = return_last_state ? last.data_ptr<float>() : nullptr;
-  for_each_item(P, false, [&](int64_t i, int64_t, Scratch& S) {
+  for_each_item(P, false, [](int64_t) {}, [&](int64_t i, int64_t, Scratch& S) {
     int64_t b, g, e0;
     int nl;
     item_coords(P, i, b, g, e0, nl);
@@ -524,22 +547,54 @@ std::vector<at::Tensor> scan_bwd(const at::Tensor& u, const at::Tensor& delta,
   const float* dlastp = opt_ptr(dlast, dlast_f);
   at::Tensor du = at::empty({P.Bsz, P.E, P.L}, opts), ddelta = at::empty_like(du);
   at::Tensor dz = P.z ? at::empty_like(du) : at::Tensor();
-  at::Tensor dA = at::zeros({P.Bsz, P.E, P.N}, opts);
-  at::Tensor dD = at::zeros({P.Bsz, P.E}, opts), dbias = at::zeros({P.Bsz, P.E}, opts);
-  at::Tensor dBp = at::zeros({threads, P.Bsz, P.G, P.L, P.N}, opts);
-  at::Tensor dCp = at::zeros({threads, P.Bsz, P.G, P.L, P.N}, opts);
+  // Every entry of the per-batch partials is written by its item; the per-worker dB / dC
+  // partials are zeroed by their worker, and only workers that ran are summed (a nested call
+  // runs everything on worker 0).
+  at::Tensor dAp = at::empty({P.Bsz, P.E, P.N}, opts);
+  at::Tensor dDp = at::empty({P.Bsz, P.E}, opts), dbiasp = at::empty({P.Bsz, P.E}, opts);
+  const int64_t part = P.Bsz * P.G * P.L * P.N;
+  at::Tensor dBp = at::empty({threads, part}, opts), dCp = at::empty({threads, part}, opts);
   Grads Gr{dout_f.data_ptr<float>(), dlastp, du.data_ptr<float>(), ddelta.data_ptr<float>(),
-           P.z ? dz.data_ptr<float>() : nullptr, dA.data_ptr<float>(), dD.data_ptr<float>(),
-           dbias.data_ptr<float>(), dBp.data_ptr<float>(), dCp.data_ptr<float>()};
-  for_each_item(P, true, [&](int64_t i, int64_t tid, Scratch& S) {
-    int64_t b, g, e0;
-    int nl;
-    item_coords(P, i, b, g, e0, nl);
-    backward_item(P, Gr, b, g, e0, nl, tid, S);
-  });
-  at::Tensor dB = dBp.sum(0).transpose(2, 3).contiguous();  // (Bsz, G, N, L)
-  at::Tensor dC = dCp.sum(0).transpose(2, 3).contiguous();
-  return {du, ddelta, dA.sum(0), dB, dC, dD.sum(0), dz, dbias.sum(0)};
+           P.z ? dz.data_ptr<float>() : nullptr, dAp.data_ptr<float>(), dDp.data_ptr<float>(),
+           dbiasp.data_ptr<float>(), dBp.data_ptr<float>(), dCp.data_ptr<float>()};
+  std::vector<uint8_t> ran(threads, 0);
+  for_each_item(
+      P, true,
+      [&](int64_t tid) {
+        ran[tid] = 1;
+        std::fill_n(Gr.dB + tid * part, part, 0.f);
+        std::fill_n(Gr.dC + tid * part, part, 0.f);
+      },
+      [&](int64_t i, int64_t tid, Scratch& S) {
+        int64_t b, g, e0;
+        int nl;
+        item_coords(P, i, b, g, e0, nl);
+        backward_item(P, Gr, b, g, e0, nl, tid, S);
+      });
+  // Sum the partials: over workers for dB / dC (back to (Bsz, G, N, L)), over the batch for the
+  // per-channel grads.
+  at::Tensor dB = at::empty({P.Bsz, P.G, P.N, P.L}, opts), dC = at::empty_like(dB);
+  const float *pb = Gr.dB, *pc = Gr.dC;
+  float *ob = dB.data_ptr<float>(), *oc = dC.data_ptr<float>();
+  for (int64_t bg = 0; bg < P.Bsz * P.G; ++bg)
+    for (int64_t l = 0; l < P.L; ++l)
+      for (int64_t n = 0; n < P.N; ++n) {
+        const int64_t src = (bg * P.L + l) * P.N + n, dst = (bg * P.N + n) * P.L + l;
+        float sb = 0.f, sc = 0.f;
+        for (int64_t t = 0; t < threads; ++t)
+          if (ran[t]) sb += pb[t * part + src], sc += pc[t * part + src];
+        ob[dst] = sb, oc[dst] = sc;
+      }
+  at::Tensor dA = at::zeros({P.E, P.N}, opts), dD = at::zeros({P.E}, opts);
+  at::Tensor dbias = at::zeros({P.E}, opts);
+  for (int64_t b = 0; b < P.Bsz; ++b) {
+    for (int64_t i = 0; i < P.E * P.N; ++i) dA.data_ptr<float>()[i] += Gr.dA[b * P.E * P.N + i];
+    for (int64_t e = 0; e < P.E; ++e) {
+      dD.data_ptr<float>()[e] += Gr.dD[b * P.E + e];
+      dbias.data_ptr<float>()[e] += Gr.dbias[b * P.E + e];
+    }
+  }
+  return {du, ddelta, dA, dB, dC, dD, dz, dbias};
 }
 
 
