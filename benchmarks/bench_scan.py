@@ -11,8 +11,9 @@ Writes benchmarks/results/scan_<date>.json and prints a table. Every configurati
 interleaved rounds (each implementation once per round, after a warm-up), and the median is
 reported, so that load from other processes hits all of them alike; ratios are only taken
 within one run. ``--clock cpu`` (one thread) times with the thread's CPU clock instead of the
-wall clock, so time spent descheduled by other processes is not counted. The floor is ``torch.exp`` over L*E*N preallocated elements, timed in the same
-rounds: the scan needs exactly those exps. Targets (issue 2, at B=1, E=384, N=16, L=3137):
+wall clock, so time spent descheduled by other processes is not counted. The floor is
+``torch.exp`` over L*E*N preallocated elements, timed in the same rounds: the scan needs
+exactly those exps. Targets (issue 2, at B=1, E=384, N=16, L=3137):
 forward >= 30x the reference and within 1.5x of the floor; forward+backward >= 20x.
 """
 from __future__ import annotations
@@ -173,13 +174,15 @@ def print_table(rows):
     print(f"{'E':>5} {'L':>6} {'impl':<20} {'mode':<8} {'median ms':>10} {'x ref':>7} {'/ exp':>6}")
     for r in rows:
         if r.get("median_ms") is None:
-            print(f"{r['E']:>5} {r['L']:>6} {r['impl']:<20} {r['mode']:<8} {'skipped':>10}  ({r['skipped']})")
+            print(f"{r['E']:>5} {r['L']:>6} {r['impl']:<20} {r['mode']:<8} {'skipped':>10}  "
+                  f"({r['skipped']})")
             continue
         ref = find(rows, r["E"], r["L"], "ref", r["mode"])
         floor = find(rows, r["E"], r["L"], "floor", "exp")
         speed = f"{ref / r['median_ms']:7.1f}" if ref and r["impl"] not in ("ref", "floor") else ""
         over = f"{r['median_ms'] / floor:6.2f}" if floor and r["mode"] == "fwd" else ""
-        print(f"{r['E']:>5} {r['L']:>6} {r['impl']:<20} {r['mode']:<8} {r['median_ms']:10.2f} {speed:>7} {over:>6}")
+        print(f"{r['E']:>5} {r['L']:>6} {r['impl']:<20} {r['mode']:<8} {r['median_ms']:10.2f} "
+              f"{speed:>7} {over:>6}")
 
 
 def main(argv=None):

@@ -332,7 +332,8 @@ def write_page(data: dict, page: Path, plot_dir: Path, command: str | None = Non
         L.append(f"| GPU | {m['cuda']} |")
     s = data.get("settings", {})
     L += ["", f"Settings: warm-up {s.get('warmup')}, up to {s.get('repeats')} timed runs, per-configuration "
-          f"timeout {s.get('timeout_s')} s, memory budget {s.get('mem_limit_mb')} MB.",
+          f"timeout {s.get('timeout_s')} s, memory budget {s.get('mem_limit_mb')} MB"
+          + (f", child environment {s['child_env']}" if s.get("child_env") else "") + ".",
           "Cells read `median time / peak memory`; `OOM` = over the memory budget, `timeout` = over the "
           "time budget; `\\*` = not run because fewer frames of the same series already failed."]
     tg = analysis.targets(records, data.get("micro", {}).get("cpu"))

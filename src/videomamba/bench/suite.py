@@ -165,7 +165,7 @@ def run_suite(grid: list[dict], results_path: Path, *, timeout_s: float = 600.0,
               mem_limit_mb: float | None = None, repeats: int = 3, warmup: int = 1,
               threads: int | None = None, resume: bool = False, only: str | None = None,
               micro: bool = True, scan: bool = False, prepare: bool = True, quick: bool = False,
-              mode_name: str = "", log=print) -> dict:
+              mode_name: str = "", env: dict | None = None, log=print) -> dict:
     """Run ``grid`` (plus the machine's ceilings) and keep ``results_path`` up to date."""
     results_path = Path(results_path)
     data = load_results(results_path) if resume else None
@@ -173,7 +173,8 @@ def run_suite(grid: list[dict], results_path: Path, *, timeout_s: float = 600.0,
         data = {"schema": SCHEMA, "mode": mode_name, "machine": describe_machine(), "micro": {},
                 "records": [], "settings": {}}
     data["settings"] = {"timeout_s": timeout_s, "mem_limit_mb": mem_limit_mb, "repeats": repeats,
-                        "warmup": warmup, "threads": threads, "only": only, "mode": mode_name}
+                        "warmup": warmup, "threads": threads, "only": only, "mode": mode_name,
+                        "child_env": {k: v for k, v in (env or {}).items() if os.environ.get(k) != v}}
     data.setdefault("load_history", []).append({"when": "start", "date": time.strftime("%Y-%m-%d %H:%M:%S"),
                                                 "load_avg": [round(x, 2) for x in os.getloadavg()]})
     done = {r["id"]: r for r in data["records"]}
@@ -187,7 +188,7 @@ def run_suite(grid: list[dict], results_path: Path, *, timeout_s: float = 600.0,
             if resume and data["micro"].get(dev, {}).get("status") == "ok":
                 continue
             log(f"[micro] {dev}: matmul and exp ceilings")
-            data["micro"][dev] = run_spec({**micro_spec(dev, quick), "threads": threads}, timeout_s=300)
+            data["micro"][dev] = run_spec({**micro_spec(dev, quick), "threads": threads}, timeout_s=300, env=env)
             save_results(results_path, data)
     if grid and prepare:
         # build any compiled kernel once, outside the timed runs (cached by torch afterwards)
@@ -212,7 +213,7 @@ def run_suite(grid: list[dict], results_path: Path, *, timeout_s: float = 600.0,
                    "error": f"not run: {f['spec']['frames']} frames of this series already hit {f['status']}"}
         else:
             log(f"[{i + 1}/{len(grid)}] {sid} ...")
-            rec = run_spec(spec, timeout_s=timeout_s, mem_limit_mb=mem_limit_mb)
+            rec = run_spec(spec, timeout_s=timeout_s, mem_limit_mb=mem_limit_mb, env=env)
             if rec["status"] in ("oom", "timeout"):
                 failed[key] = {**rec, "spec": spec}
         rec["spec"], rec["id"] = spec, sid

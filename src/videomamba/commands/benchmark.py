@@ -38,6 +38,8 @@ def add_arguments(p):
     p.add_argument("--threads", type=int, default=None, help="torch threads in each child (default: torch's)")
     p.add_argument("--only", default=None, help="glob over configuration ids, e.g. 'infer/videomamba_tiny/*'")
     p.add_argument("--resume", action="store_true", help="keep configurations already in results.json")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment variable for every child, e.g. MALLOC_MMAP_THRESHOLD_=65536 (repeatable)")
     p.add_argument("--no-gpu", action="store_true", help="skip the CUDA section even when CUDA is present")
     p.add_argument("--no-scan", action="store_true", help="do not run benchmarks/bench_scan.py")
     p.add_argument("--no-micro", action="store_true", help="skip the matmul / exp ceilings")
@@ -106,7 +108,8 @@ def run(args) -> int:
         if args.set:
             spec["overrides"] = dict(_parse_set(kv) for kv in args.set)
         workloads.family(args.model)            # unknown names fail here, before a process starts
-        rec = run_spec(spec, timeout_s=args.timeout or 900.0, mem_limit_mb=args.mem_limit_gb * 1024)
+        rec = run_spec(spec, timeout_s=args.timeout or 900.0, mem_limit_mb=args.mem_limit_gb * 1024,
+                       env=_child_env(args))
         rec["spec"], rec["id"] = spec, workloads.spec_id(spec)
         suite._attach_flops(rec, spec)
         if args.json:
@@ -144,7 +147,7 @@ def run(args) -> int:
                            repeats=repeats, warmup=args.warmup, threads=args.threads, resume=args.resume,
                            only=args.only, micro=not args.no_micro, scan=not args.no_scan and kind != "toy",
                            prepare=kind != "toy",
-                           quick=kind != "full", mode_name=kind)
+                           quick=kind != "full", mode_name=kind, env=_child_env(args))
     data["command"] = command
     suite.save_results(results, data)
     print(f"results: {results}")
@@ -161,3 +164,14 @@ def _parse_set(kv: str) -> tuple:
     except json.JSONDecodeError:
         pass                        # plain strings
     return k.strip(), v
+
+
+def _child_env(args) -> dict | None:
+    if not args.env:
+        return None
+    import os
+    env = dict(os.environ)
+    for kv in args.env:
+        k, _, v = kv.partition("=")
+        env[k.strip()] = v
+    return env

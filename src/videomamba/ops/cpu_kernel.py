@@ -1,16 +1,18 @@
-"""The compiled CPU selective scan: one-off build, cache, and the autograd wrapper.
+"""The compiled CPU kernels (selective scan, causal conv): one-off build, cache, autograd wrappers.
 
-Glossary: B batch, E channels, L length, N state size, G groups of B/C.
+Glossary: B batch, E channels, L length, N state size, G groups of B/C, K conv width.
 
-The C++ source (``csrc/cpu_kernels.cpp``: the scan and the causal conv) is compiled on first use with
-``torch.utils.cpp_extension.load`` and cached in torch's extension directory, or in
+The C++ source (``csrc/cpu_kernels.cpp``) is compiled on first use (about 30 s on an idle
+2-core machine, 80 s on a loaded one) with ``torch.utils.cpp_extension.load`` and cached in
+torch's extension directory, or in
 ``$VIDEOMAMBA_EXT_DIR`` when set. The module name carries a hash of the source, the compiler
 flags, torch's version and the CPU's feature flags: a ``-march=native`` binary is never loaded on
 a CPU with other features. Concurrent first builds (DataLoader workers, DDP ranks, pytest
 processes) are serialised by an ``flock`` on a file next to the build, which also clears a
 torch ``lock`` file left behind by a build that was killed (torch's own lock would wait on it
-forever). If the build fails, :func:`load` records why and returns ``None``; the backend
-selection (``backend.py``) then falls back to the pure-torch scan with one warning.
+forever). If the build fails (no compiler, no ninja, MSVC: the source uses GCC / Clang vector
+extensions), :func:`load` records why and returns ``None``; the backend selection
+(``backend.py``) then falls back to the pure-torch scan with one warning.
 """
 from __future__ import annotations
 
@@ -179,8 +181,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
         mod = load()
-        squeeze = B.dim() == 3
-        B4 = B.unsqueeze(1) if squeeze else B   # (B, G, N, L)
+        B4 = B.unsqueeze(1) if B.dim() == 3 else B   # (B, G, N, L)
         C4 = C.unsqueeze(1) if C.dim() == 3 else C
         out, last = mod.fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, return_last_state)
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
@@ -191,6 +192,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
         return out
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, dout, *rest):
         u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
         dlast = rest[0] if ctx.return_last_state and rest else None
@@ -228,6 +230,7 @@ class _CausalConv1dCPU(torch.autograd.Function):
         return load().conv_fwd(x, weight, bias, silu)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, dout):
         x, weight, bias = ctx.saved_tensors
         dx, dw, db = load().conv_bwd(x, weight, bias, ctx.silu, dout)

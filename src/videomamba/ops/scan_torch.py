@@ -83,6 +83,7 @@ class _SegmentCheckpoint(torch.autograd.Function):
         return _segment(d, du, A, Bs, Cs, h0, T)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, gy, gh):
         inputs = [t.detach().requires_grad_(True) for t in ctx.saved_tensors]
         with torch.enable_grad():
