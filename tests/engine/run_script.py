@@ -15,13 +15,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import torch  # noqa: E402
 
 from tests.engine.toy import ToyVideos  # noqa: E402
-from videomamba.engine import train  # noqa: E402
+from videomamba.engine import TrainingInterrupted, train  # noqa: E402
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("overrides")
     ap.add_argument("--kill-at", type=int, default=0)
+    ap.add_argument("--signal", default="SIGKILL", help="signal to send at --kill-at")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--n", type=int, default=24)
     ap.add_argument("--save-rank-weights", default=None)
@@ -29,10 +30,14 @@ def main():
 
     def killer(state):
         if a.kill_at and state["step"] == a.kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)   # no cleanup, no flush: a real crash
+            os.kill(os.getpid(), getattr(signal, a.signal))   # SIGKILL: no cleanup, no flush, a real crash
 
-    res = train(None, json.loads(a.overrides), resume=True if a.resume else None,
-                train_dataset=ToyVideos(a.n), val_dataset=ToyVideos(8, train=False), callbacks=[killer])
+    try:
+        res = train(None, json.loads(a.overrides), resume=True if a.resume else None,
+                    train_dataset=ToyVideos(a.n), val_dataset=ToyVideos(8, train=False), callbacks=[killer])
+    except TrainingInterrupted as e:
+        print(e, file=sys.stderr)
+        sys.exit(130)
     if a.save_rank_weights:
         rank = int(os.environ.get("RANK", 0))
         torch.save(res.model.state_dict(), Path(a.save_rank_weights) / f"rank{rank}.pt")

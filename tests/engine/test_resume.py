@@ -37,10 +37,31 @@ def _records(out_dir):
             for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
-    # 24 videos / (batch 2 x accum 2) = 6 steps per epoch, 12 in all; checkpoints at 4, 6 (epoch end), 8
-    ref = train(None, _overrides(tmp_path / "ref"), train_dataset=ToyVideos(24), val_dataset=ToyVideos(8, train=False))
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run: 24 videos / (batch 2 x accum 2) = 6 steps per epoch, 12 in all."""
+    out = tmp_path_factory.mktemp("ref")
+    ref = train(None, _overrides(out), train_dataset=ToyVideos(24), val_dataset=ToyVideos(8, train=False))
     assert ref.step == 12
+    return ref
+
+
+def _assert_same_run(ref, res):
+    assert res.step == ref.step
+    a, b = ref.model.state_dict(), res.model.state_dict()             # EMA weights (ema_eval)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    raw_ref = torch.load(ref.checkpoint, weights_only=True)["model"]
+    raw_res = torch.load(res.checkpoint, weights_only=True)["model"]
+    for k in raw_ref:
+        assert torch.equal(raw_ref[k], raw_res[k]), k
+    assert res.metrics["top1"] == ref.metrics["top1"] and res.metrics["loss"] == ref.metrics["loss"]
+    # the log of the resumed run equals the uninterrupted one: no duplicated or missing records
+    assert _records(res.out_dir) == _records(ref.out_dir)
+
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, reference):
+    # checkpoints at steps 4, 6 (epoch end) and 8; killed during step 9
 
     out = tmp_path / "killed"
     p = _run_script(_overrides(out), "--kill-at", "9")
@@ -51,17 +72,19 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     assert (st["epoch"], st["step_in_epoch"]) == (1, 2)               # mid-epoch: 2 of 6 steps into epoch 2
 
     res = train(None, _overrides(out), resume=True, train_dataset=ToyVideos(24), val_dataset=ToyVideos(8, train=False))
-    assert res.step == 12
-    a, b = ref.model.state_dict(), res.model.state_dict()             # EMA weights (ema_eval)
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    raw_ref = torch.load(ref.checkpoint, weights_only=True)["model"]
-    raw_res = torch.load(res.checkpoint, weights_only=True)["model"]
-    for k in raw_ref:
-        assert torch.equal(raw_ref[k], raw_res[k]), k
-    assert res.metrics["top1"] == ref.metrics["top1"] and res.metrics["loss"] == ref.metrics["loss"]
-    # the log of the resumed run equals the uninterrupted one: no duplicated or missing records
-    assert _records(out) == _records(tmp_path / "ref")
+    _assert_same_run(reference, res)
+
+
+def test_sigterm_stops_cleanly_with_a_checkpoint_then_resumes(tmp_path, reference):
+    out = tmp_path / "term"
+    p = _run_script(_overrides(out, **{"train.checkpoint_every": 0}), "--kill-at", "3", "--signal", "SIGTERM")
+    assert p.returncode == 130, p.stderr[-2000:]
+    assert "stopping after the current step" in p.stdout + p.stderr
+    steps = [s for s, _ in step_checkpoints(out)]
+    assert steps == [4], steps                      # signalled after step 3: step 4 finished and was saved
+    res = train(None, _overrides(out, **{"train.checkpoint_every": 0}), resume=True, train_dataset=ToyVideos(24),
+                val_dataset=ToyVideos(8, train=False))
+    _assert_same_run(reference, res)
 
 
 def test_resume_from_epoch_end_and_different_checkpoint(tmp_path):

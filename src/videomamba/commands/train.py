@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine import NonFiniteLossError, dump_yaml, list_configs, load_config, train
+    from ..engine import NonFiniteLossError, TrainingInterrupted, dump_yaml, list_configs, load_config, train
 
     if args.list_configs:
         print("\n".join(list_configs()))
@@ -57,4 +57,7 @@ def run(args: argparse.Namespace) -> int:
     except NonFiniteLossError as e:
         print(f"videomamba train: {e}", file=sys.stderr)
         return 3
+    except TrainingInterrupted as e:
+        print(f"videomamba train: {e}", file=sys.stderr)
+        return 130
     return 0

@@ -14,10 +14,10 @@ from .config import ConfigError, TrainConfig, dump_yaml, list_configs, load_conf
 from .evaluate import evaluate, format_eval, run_eval
 from .predict import format_predictions, predict
 from .state import load_model
-from .trainer import NonFiniteLossError, TrainResult, train
+from .trainer import NonFiniteLossError, TrainingInterrupted, TrainResult, train
 
 __all__ = ["train", "evaluate", "predict", "load_config", "load_model", "TrainConfig", "TrainResult",
-           "ConfigError", "NonFiniteLossError", "run_eval", "format_eval", "format_predictions", "dump_yaml",
+           "ConfigError", "NonFiniteLossError", "TrainingInterrupted", "run_eval", "format_eval", "format_predictions", "dump_yaml",
            "list_configs", "demo"]
 
 

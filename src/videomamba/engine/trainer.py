@@ -45,6 +45,15 @@ class NonFiniteLossError(RuntimeError):
                          f"or use train.amp=none, then resume or restart.")
 
 
+class TrainingInterrupted(RuntimeError):
+    """SIGINT / SIGTERM: the run saved a checkpoint at the end of the current step and stopped."""
+
+    def __init__(self, step: int, checkpoint: Path | None):
+        self.step, self.checkpoint = step, checkpoint
+        super().__init__(f"interrupted: stopped after step {step} and saved {checkpoint}; "
+                         f"continue with --resume (Python: train(..., resume=True))")
+
+
 @dataclass
 class TrainResult:
     out_dir: Path
@@ -150,6 +159,7 @@ class _Trainer:
                 "best": dict(self.best), "classes": self.classes}
 
     def _checkpoint(self, epoch: int, step_in_epoch: int, val: dict | None = None) -> None:
+        self._saved_step = self.step
         state = self._state(epoch, step_in_epoch)
         if state is not None:
             self.last_checkpoint = save_training_checkpoint(state, self.out_dir, self.cfg.train.keep_last)
@@ -283,6 +293,8 @@ class _Trainer:
         val_metrics: dict = {}
         last_eval_step = -1
         stopped = False
+        self._saved_step = self.step if ckpt_path is not None else -1
+        restore_signals = self._install_signal_handlers()
         try:
             for epoch in range(start_epoch, cfg.optim.epochs):
                 skip = start_in_epoch if epoch == start_epoch else 0
@@ -298,7 +310,10 @@ class _Trainer:
                 if self.val_loader is not None and last_eval_step != self.step:
                     val_metrics = self._validate(self._epoch)
                 self._checkpoint(self._epoch, self._in_epoch, val_metrics or None)
+            elif not val_metrics and self.val_loader is not None:    # resumed a run that had finished
+                val_metrics = self._validate(cfg.optim.epochs - 1)
         finally:
+            restore_signals()
             if self.bar is not None:
                 self.bar.close()
                 self.bar = None
@@ -408,17 +423,49 @@ class _Trainer:
             for cb in self.callbacks:
                 cb({"step": self.step, "epoch": epoch, "step_in_epoch": self._in_epoch, "loss": loss_value,
                     "lr": lr, "out_dir": self.out_dir, "rank": info.rank, "last_checkpoint": self.last_checkpoint})
+            if self._stop_agreed:
+                if self._saved_step != self.step:
+                    self._checkpoint(epoch, self._in_epoch)
+                raise TrainingInterrupted(self.step, self.last_checkpoint)
             if cfg.train.max_steps and self.step >= cfg.train.max_steps:
                 return True
         return False
 
     def _check_finite(self, loss: torch.Tensor, epoch: int, batch: int) -> None:
-        """Collective in DDP, so that every rank stops at the same step instead of hanging."""
-        bad = torch.tensor([0.0 if bool(torch.isfinite(loss.detach())) else 1.0], device=self.device)
+        """Collective in DDP (with the stop request folded in), so that every rank stops at the
+        same step instead of hanging."""
+        flags = torch.tensor([0.0 if bool(torch.isfinite(loss.detach())) else 1.0, float(self._stop_requested)],
+                             device=self.device)
         if self.info.enabled:
-            torch.distributed.all_reduce(bad)
-        if bad.item() > 0:
+            torch.distributed.all_reduce(flags)
+        bad, stop = flags.tolist()
+        if bad > 0:
             raise NonFiniteLossError(float(loss.detach()), self.step + 1, epoch, batch, self.last_checkpoint)
+        self._stop_agreed = stop > 0
+
+    def _install_signal_handlers(self):
+        """SIGINT / SIGTERM ask for a clean stop at the end of the current step (checkpoint first);
+        a second SIGINT interrupts at once."""
+        import signal
+        import threading
+
+        self._stop_requested = self._stop_agreed = False
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def handler(signum, frame):
+            if self._stop_requested and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            self.say(f"{signal.Signals(signum).name}: stopping after the current step (checkpoint first); "
+                     f"press Ctrl-C again to stop at once")
+
+        old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def restore():
+            for sig, h in old.items():
+                signal.signal(sig, h)
+        return restore
 
     def _log_train(self, epoch: int, lr: float, win: dict, grad_norm: float | None) -> None:
         sums = D.all_reduce_sum([win["loss"], win["n"], win["correct"], win["counted"], win["clips"]],
@@ -448,7 +495,7 @@ class _Trainer:
     def _validate(self, epoch: int) -> dict:
         t0 = time.time()
         metrics, _ = run_eval(self.eval_model(), self.val_loader, self.task, self.device, self.amp_dtype, self.info,
-                              classes=self.classes)
+                              classes=self.classes, progress=self.progress_mode == "bar", desc="validation")
         self.ddp_model.train()
         key = self.task.main_metric
         value = metrics[key]

@@ -30,11 +30,15 @@
 #include <cstdint>
 #include <cstring>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
 #include <immintrin.h>
 #define VM_HAS_MXCSR 1
+#endif
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define VM_HAS_SHUFFLEVECTOR 1  // __builtin_shufflevector; older GCCs take the scalar paths
 #endif
 
 namespace {
@@ -122,7 +126,7 @@ inline vf vsigmoid(vf x) { return 1.f / (1.f + vexp(-x)); }
 // N = 16 states per step is exactly one tree.
 inline void reduce_lanes(const vf* src, int64_t count, float* dst) {
   int64_t i = 0;
-#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#ifdef VM_HAS_SHUFFLEVECTOR
   for (; i + 16 <= count; i += 16) {
     const vf* s = src + i;
     vf a[8], b[4], c[2];
@@ -155,18 +159,66 @@ inline void reduce_lanes(const vf* src, int64_t count, float* dst) {
   }
 }
 
+#ifdef VM_HAS_SHUFFLEVECTOR
+// 16 x 16 transpose in registers: stage M swaps bit M of the row index with bit M of the column
+// index, pairing rows i and i | M; four stages swap all four bits.
+template <int M, int... I>
+inline vf merge_lo(vf a, vf b, std::integer_sequence<int, I...>) {
+  return __builtin_shufflevector(a, b, ((I & M) ? 16 + (I ^ M) : I)...);
+}
+template <int M, int... I>
+inline vf merge_hi(vf a, vf b, std::integer_sequence<int, I...>) {
+  return __builtin_shufflevector(a, b, ((I & M) ? 16 + I : (I | M))...);
+}
+template <int M>
+inline void transpose_stage(vf* r) {
+  for (int i = 0; i < 16; ++i)
+    if (!(i & M)) {
+      const vf a = r[i], b = r[i | M];
+      r[i] = merge_lo<M>(a, b, std::make_integer_sequence<int, 16>{});
+      r[i | M] = merge_hi<M>(a, b, std::make_integer_sequence<int, 16>{});
+    }
+}
+inline void transpose16(vf* r) {
+  transpose_stage<1>(r), transpose_stage<2>(r), transpose_stage<4>(r), transpose_stage<8>(r);
+}
+#endif
+
 // Rows [e0, e0 + nl) x columns [t0, t0 + tc) of a row-major (.., L) array <-> lanes of dst[t].
+// Whole 16 x 16 blocks go through registers (a scalar copy costs 32 memory ops per step and
+// was a quarter of the forward); lanes >= nl are left as they are (zero).
 inline void load_tile(vf* dst, const float* src, int64_t L, int nl, int tc) {
+  int t = 0;
+#ifdef VM_HAS_SHUFFLEVECTOR
+  for (; t + 16 <= tc; t += 16) {
+    vf r[16];
+    for (int w = 0; w < 16; ++w) {
+      r[w] = vf{};
+      if (w < nl) std::memcpy(&r[w], src + w * L + t, sizeof(vf));
+    }
+    transpose16(r);
+    for (int i = 0; i < 16; ++i) dst[t + i] = r[i];
+  }
+#endif
   for (int w = 0; w < nl; ++w) {
     const float* s = src + w * L;
-    for (int t = 0; t < tc; ++t) dst[t][w] = s[t];
+    for (int i = t; i < tc; ++i) dst[i][w] = s[i];
   }
 }
 
 inline void store_tile(float* dst, const vf* src, int64_t L, int nl, int tc) {
+  int t = 0;
+#ifdef VM_HAS_SHUFFLEVECTOR
+  for (; t + 16 <= tc; t += 16) {
+    vf r[16];
+    for (int i = 0; i < 16; ++i) r[i] = src[t + i];
+    transpose16(r);
+    for (int w = 0; w < nl; ++w) std::memcpy(dst + w * L + t, &r[w], sizeof(vf));
+  }
+#endif
   for (int w = 0; w < nl; ++w) {
     float* d = dst + w * L;
-    for (int t = 0; t < tc; ++t) d[t] = src[t][w];
+    for (int i = t; i < tc; ++i) d[i] = src[i][w];
   }
 }
 
@@ -599,8 +651,9 @@ std::vector<at::Tensor> scan_bwd(const at::Tensor& u, const at::Tensor& delta,
 
 
 // ---------------------------------------------------------------------------------------------
-// Causal depthwise conv1d with optional SiLU: out[e, t] = act(bias[e] + sum_k w[e, k] x[e, t - K + 1 + k]),
-// x (Bsz, E, L), w (E, K). One row (b, e) per task; the backward recomputes the pre-activation.
+// Causal depthwise conv1d with optional SiLU, x (Bsz, E, L), w (E, K):
+//   out[e, t] = act(bias[e] + sum_k w[e, k] x[e, t - K + 1 + k]).
+// One row (b, e) per task; the backward recomputes the pre-activation.
 
 // s <- bias + causal conv of one row (zeros before t = 0).
 inline void conv_row(const float* x, const float* w, float bias, int64_t K, int64_t L, float* s) {
