@@ -148,7 +148,7 @@ def test_ddp_torchrun_module_entry(synth, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "videomamba", "train", "-c", "demo", *_data_args(synth), *TINY, "data.batch_size=2",
            "optim.epochs=1", "train.threads=1", "-o", str(tmp_path)]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["world_size"] == 2 and s["replica_max_abs_diff"] == 0.0 and s["step"] == 3   # 12 videos / (batch 2 x 2 ranks)

@@ -26,7 +26,7 @@ def _overrides(out_dir, **extra):
     return o
 
 
-def _run_script(overrides, *args, timeout=120):
+def _run_script(overrides, *args, timeout=900):
     return subprocess.run([sys.executable, str(SCRIPT), json.dumps(overrides), *args],
                           capture_output=True, text=True, timeout=timeout)
 

@@ -88,6 +88,13 @@ def test_upsample_covers_each_tubelet_and_normalises_per_layer():
     assert up[0, 2, :2, :2].unique().tolist() == [4.0]
     n = normalise_per_layer(torch.stack([maps[0], 100 * maps[0]]))
     assert n.min() == 0 and n.max() == 1 and torch.allclose(n[0], n[1])
+    # one extreme token: min..max squashes the rest, the percentile scale keeps them apart
+    spiky = torch.tensor([[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 1000.0]])
+    assert normalise_per_layer(spiky)[0, :9].max().item() == pytest.approx(8 / 1000)
+    # q = 0.1 over 10 values: quantiles at 0.9 and 107.2 (linear interpolation) -> 8 maps to 7.1/106.3
+    robust = normalise_per_layer(spiky, q=0.1)[0]
+    assert robust[0].item() == 0.0 and robust[9].item() == 1.0
+    assert robust[8].item() == pytest.approx(7.1 / 106.3, rel=1e-5)
 
 
 def _identity_conv_first_layer(model):

@@ -11,9 +11,11 @@ a map is:
     mean over E and over the two directions -> drop the cls token -> (t, h, w)
     -> each tubelet covers its k frames -> upsampled to pixels -> heat map over the frame.
 
-Colour scale: each layer is min-max normalised over the whole clip (all frames together), so a
-layer's frames are comparable with each other; layers are not comparable with each other (their
-delta ranges differ by orders of magnitude).
+Colour scale: each layer is scaled over the whole clip (all frames together), so a layer's frames
+are comparable with each other; layers are not comparable with each other (their delta ranges
+differ by orders of magnitude). The scale runs from the layer's 2nd to its 98th percentile token
+rather than min..max: the first tokens of a scan direction (the clip's first and last tokens)
+often take extreme values that would otherwise flatten everything else to one colour.
 """
 from __future__ import annotations
 
@@ -65,11 +67,15 @@ def upsample_maps(maps: torch.Tensor, tubelet: int, size: tuple[int, int], mode:
     return m.reshape(*lead, t * tubelet, *size)
 
 
-def normalise_per_layer(maps: torch.Tensor) -> torch.Tensor:
-    """(layers, T, H, W) -> [0, 1], min-max over each layer's whole clip."""
-    flat = maps.reshape(maps.shape[0], -1)
-    lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
-    return ((flat - lo) / (hi - lo).clamp_min(1e-12)).reshape(maps.shape)
+def normalise_per_layer(maps: torch.Tensor, q: float = 0.0) -> torch.Tensor:
+    """(layers, ...) -> [0, 1] per layer: the layer's q-quantile maps to 0, its (1-q)-quantile to 1,
+    values beyond are clipped (q = 0: min..max)."""
+    if not 0.0 <= q < 0.5:
+        raise ValueError(f"q must be in [0, 0.5), got {q!r}")
+    flat = maps.reshape(maps.shape[0], -1).float()
+    lo = torch.quantile(flat, q, dim=1, keepdim=True)
+    hi = torch.quantile(flat, 1.0 - q, dim=1, keepdim=True)
+    return ((flat - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1).reshape(maps.shape)
 
 
 def to_uint8_frames(video: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
@@ -197,7 +203,8 @@ def _pad(img, w, h):
 
 def visualise_clip(model, clip: torch.Tensor, out_dir: str | Path, layers: list[int] | None = None,
                    name: str = "delta", mean=IMAGENET_MEAN, std=IMAGENET_STD, alpha: float = 0.5,
-                   animation: str = "gif", class_names: list[str] | None = None) -> dict:
+                   animation: str = "gif", class_names: list[str] | None = None,
+                   clip_quantile: float = 0.02) -> dict:
     """Delta maps of one normalised clip (3, T, H, W) -> PNG grid + animation in ``out_dir``.
 
     Returns ``{"png": path, "animation": path, "layers": [...], "prediction": ...}``.
@@ -210,8 +217,8 @@ def visualise_clip(model, clip: torch.Tensor, out_dir: str | Path, layers: list[
     model.eval()
     maps, logits = compute_delta_maps(model, clip.unsqueeze(0))                  # (layers, 1, t, h, w)
     T, H, W = clip.shape[1:]
-    heat = upsample_maps(maps[layers, 0], cfg.tubelet_size, (H, W))              # (n, T, H, W)
-    heat = normalise_per_layer(heat)
+    tokens = normalise_per_layer(maps[layers, 0], q=clip_quantile)               # (n, t, h, w) in [0, 1]
+    heat = upsample_maps(tokens, cfg.tubelet_size, (H, W))                       # (n, T, H, W)
     frames = to_uint8_frames(clip, mean, std)
     pred = None
     title = None

@@ -41,8 +41,9 @@ def find(records, **match) -> dict | None:
         s = r.get("spec", {})
         if s.get("kind", "model") != "model":
             continue
-        if all(s.get(k) == v for k, v in match.items() if k != "overrides") and \
-                (s.get("overrides") or None) == (match.get("overrides") or None):
+        if all(s.get(k) == v for k, v in match.items() if k not in ("overrides", "env")) and \
+                (s.get("overrides") or None) == (match.get("overrides") or None) and \
+                (s.get("env") or None) == (match.get("env") or None):
             return r
     return None
 
@@ -51,7 +52,7 @@ def series_key(spec: dict) -> tuple:
     """Everything but the frame count: one line of a frames plot."""
     return (spec["mode"], spec["model"], spec.get("attn"), bool(spec.get("grad_ckpt")), spec["batch"],
             spec["dtype"], spec.get("device", "cpu"), spec.get("img", 224),
-            tuple(sorted((spec.get("overrides") or {}).items())))
+            tuple(sorted((spec.get("overrides") or {}).items())), tuple(sorted((spec.get("env") or {}).items())))
 
 
 def scaling(records) -> list[dict]:
@@ -191,10 +192,14 @@ def targets(records, micro: dict | None = None) -> list[dict]:
             add(f"train 64f{label}: peak memory <= sdpa ViT-Ti", None, "<=", None, _why(r, ts))
         if good and te is not None and te["status"] in ("ok", "oom"):
             if te["status"] == "oom":
-                lb = _ratio(te.get("mem_limit_mb"), peak_mb(r))
-                add(f"train 64f{label}: >= 5x less peak memory than eager ViT-Ti", lb, ">= 5 or OOM", True,
-                    f"eager OOM (> {te.get('mem_limit_mb') or '?'} MB budget) vs {peak_mb(r):.0f} MB; "
-                    "measured = budget / ours, a lower bound")
+                # eager attention keeps every layer's probabilities for backward: a floor on its need
+                need = max(te.get("mem_limit_mb") or 0.0, eager_attention_saved_mb(te["spec"]) or 0.0)
+                lb = _ratio(need, peak_mb(r))
+                add(f"train 64f{label}: >= 5x less peak memory than eager ViT-Ti", lb, ">= 5",
+                    lb is not None and lb >= 5,
+                    f"eager OOM: it needs > {need:.0f} MB (budget {te.get('mem_limit_mb') or '?'} MB; its saved "
+                    f"attention probabilities alone are {eager_attention_saved_mb(te['spec']) or 0:.0f} MB) vs "
+                    f"{peak_mb(r):.0f} MB; measured = that floor / ours")
             else:
                 m = peak_mb(te) / peak_mb(r)
                 add(f"train 64f{label}: >= 5x less peak memory than eager ViT-Ti", m, ">= 5", m >= 5,
@@ -206,7 +211,8 @@ def targets(records, micro: dict | None = None) -> list[dict]:
     if r8 is not None and r8["status"] == "ok":
         sp = ORIGINAL_CPU_S / r8["median_s"]
         add("issue 2: infer 8f >= 15x faster than the original CPU path (6.66 s)", sp, ">= 15", sp >= 15,
-            f"{r8['median_s']:.3f} s")
+            f"{r8['median_s']:.3f} s at {r8.get('threads', '?')} thread(s), CPU share "
+            f"{r8.get('cpu_share') or 0:.2f} (6.66 s was measured with 2 threads on a quiet machine)")
         rf = roofline_s(r8, micro or {})
         if rf is not None:
             x = r8["median_s"] / rf
@@ -215,6 +221,18 @@ def targets(records, micro: dict | None = None) -> list[dict]:
     else:
         add("issue 2: infer 8f >= 15x faster than the original CPU path (6.66 s)", None, ">= 15", None, _why(r8))
     return out
+
+
+def eager_attention_saved_mb(spec: dict) -> float | None:
+    """MB of attention probabilities an eager-attention peer keeps for backward: layers x heads x
+    tokens^2 x 4 bytes x batch (fp32; no dropout). A floor on its training memory."""
+    from . import workloads
+
+    kw = workloads.MODELS.get(spec.get("model"), ("", {}))[1]
+    if "num_attention_heads" not in kw or spec.get("attn") != "eager" or workloads.family(spec["model"]) != "videomae":
+        return None
+    tokens = (spec["frames"] // kw.get("tubelet_size", 1)) * (spec.get("img", 224) // kw["patch_size"]) ** 2
+    return kw["num_hidden_layers"] * kw["num_attention_heads"] * tokens ** 2 * 4 * spec["batch"] / 2**20
 
 
 def _incr(ours: dict, peer: dict, ratio: bool = False) -> str:

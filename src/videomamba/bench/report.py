@@ -46,11 +46,13 @@ def _variants(records, **match) -> list[tuple]:
 
 def _vkey(s: dict) -> tuple:
     """A model variant: (model, attn, grad_ckpt, overrides as a sorted tuple)."""
-    return (s["model"], s.get("attn"), bool(s.get("grad_ckpt")), tuple(sorted((s.get("overrides") or {}).items())))
+    return (s["model"], s.get("attn"), bool(s.get("grad_ckpt")), tuple(sorted((s.get("overrides") or {}).items())),
+            tuple(sorted((s.get("env") or {}).items())))
 
 
 def _vmatch(v: tuple) -> dict:
-    return {"model": v[0], "attn": v[1], "grad_ckpt": v[2], "overrides": dict(v[3]) or None}
+    return {"model": v[0], "attn": v[1], "grad_ckpt": v[2], "overrides": dict(v[3]) or None,
+            "env": dict(v[4]) or None}
 
 
 def _label(v: tuple) -> str:
@@ -123,7 +125,7 @@ def ratio_table(records, frames: int, mode: str = "infer") -> str:
     for row in rows:
         s = row["spec"]
         r = analysis.find(records, **{k: s.get(k) for k in ("model", "attn", "grad_ckpt", "mode", "frames",
-                                                              "batch", "dtype", "device", "overrides")})
+                                                              "batch", "dtype", "device", "overrides", "env")})
         g = (r or {}).get("gflops", {}).get("gmacs_full")
         if "time_x" in row:
             lines.append(f"| {workloads.spec_label(s)} | {row['time_x']:.2f}× | {row['mem_x']:.2f}× | "
@@ -171,7 +173,8 @@ def scan_section(scan: dict | None) -> str:
     if not scan:
         return ("`benchmarks/bench_scan.py` (the kernel benchmark, owned by ops) was not present or not "
                 "run (`--no-scan`).")
-    head = f"`python {' '.join(scan['argv'])}`: {scan['status']} in {scan['wall_s']:.0f} s.\n"
+    head = (f"`python {' '.join(scan['argv'])}`: {scan['status']}"
+            + (f" in {scan['wall_s']:.0f} s" if scan.get("wall_s") else "") + ".\n")
     data = scan.get("data")
     out = [head]
     tables = [data] if isinstance(data, list) else [
@@ -188,6 +191,21 @@ def scan_section(scan: dict | None) -> str:
     if len(out) == 1:
         out += ["```", scan.get("stdout", "").strip()[-6000:], "```"]
     return "\n".join(out)
+
+
+def _latest_scan_json(results_dir: Path) -> dict | None:
+    """The newest ``scan_*.json`` that ``benchmarks/bench_scan.py`` wrote on its own, if any."""
+    import json
+
+    files = sorted(Path(results_dir).glob("scan_*.json"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        return None
+    try:
+        data = json.loads(files[-1].read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return {"argv": [f"benchmarks/bench_scan.py (run separately; {files[-1].name})"], "status": "ok",
+            "wall_s": 0.0, "data": data}
 
 
 def _fmt_any(v) -> str:
@@ -299,7 +317,7 @@ def plots(data: dict, out_dir: Path) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------- page
-def write_page(data: dict, page: Path, plot_dir: Path, command: str | None = None) -> Path:
+def write_page(data: dict, page: Path, plot_dir: Path, command: "str | list[str] | None" = None) -> Path:
     page, plot_dir = Path(page), Path(plot_dir)
     records = data["records"]
     analysis.annotate(records, data.get("micro", {}))
@@ -315,7 +333,9 @@ def write_page(data: dict, page: Path, plot_dir: Path, command: str | None = Non
           "(see [README](README.md) for what each figure means)." if page.parent.name == "benchmarks"
           else f"Measured {m['date']} on `{m['hostname']}`, code at `{m.get('git')}`. Times are medians."]
     if command:
-        L += ["", f"Command: `{command}`"]
+        cmds = [command] if isinstance(command, str) else list(command)
+        L += [""] + (["Command: " + f"`{cmds[0]}`"] if len(cmds) == 1 else
+                     ["Commands (one resumed run):", ""] + [f"- `{c}`" for c in cmds])
     L += ["", "## Machine", "",
           "| | |", "|---|---|",
           f"| CPU | {m['cpu']} ({', '.join(m.get('cpu_flags', []))}) |",
@@ -375,7 +395,7 @@ def write_page(data: dict, page: Path, plot_dir: Path, command: str | None = Non
     if st:
         L += ["", "## Scaling with frames", "",
               "Least-squares slope of log(value) against log(frames): 1 is linear, 2 quadratic.", "", st]
-    L += ["", "## Kernels: selective scan", "", scan_section(data.get("scan"))]
+    L += ["", "## Kernels: selective scan", "", scan_section(data.get("scan") or _latest_scan_json(plot_dir))]
     ps = profile_section(records)
     if ps:
         L += ["", "## Profiles", "", ps]

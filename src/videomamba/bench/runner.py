@@ -50,6 +50,7 @@ def run_spec(spec: dict, timeout_s: float = 600.0, mem_limit_mb: float | None = 
         out, log = Path(d) / "record.json", Path(d) / "log.txt"
         cmd = [sys.executable, "-m", "videomamba.bench.child", json.dumps(spec), str(out)]
         child_env = dict(os.environ if env is None else env)
+        child_env.update({k: str(v) for k, v in (spec.get("env") or {}).items()})   # per-configuration
         child_env.setdefault("PYTHONUNBUFFERED", "1")
         t0 = time.perf_counter()
         with open(log, "wb") as logf:

@@ -69,6 +69,8 @@ def spec_label(spec: dict) -> str:
         s += " +ckpt"
     for k, v in sorted((spec.get("overrides") or {}).items()):
         s += f" {k}={v}"
+    for k, v in sorted((spec.get("env") or {}).items()):
+        s += f" [{k}={v}]"
     return s
 
 
@@ -78,6 +80,7 @@ def spec_id(spec: dict) -> str:
         return f"{spec['kind']}/{spec.get('name', '')}/{spec.get('device', 'cpu')}"
     m = spec["model"] + ("+ckpt" if spec.get("grad_ckpt") else "")
     m += "".join(f"+{k}={v}" for k, v in sorted((spec.get("overrides") or {}).items()))
+    m += "".join(f"+env:{k}={v}" for k, v in sorted((spec.get("env") or {}).items()))
     if spec.get("attn"):
         m += f"/{spec['attn']}"
     extra = "" if spec.get("img", 224) == 224 else f"/img{spec['img']}"

@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        description="Delta = softplus(dt_proj(...)) per layer: mean over channels and both scan "
                                    "directions (in token order), cls dropped, a tubelet's value on each of its "
                                    "frames, upsampled to pixels and overlaid as a heat map (each layer scaled "
-                                   "to its own min..max over the clip). Writes DIR/<video>_grid.png (rows: "
+                                   "over the whole clip, see --clip-quantile). Writes DIR/<video>_grid.png (rows: "
                                    "frames, then layers) and DIR/<video>.gif (or .mp4).")
     d.add_argument("video", help="video file")
     d.add_argument("-k", "--checkpoint", required=True, help="saved model directory, training checkpoint, or "
@@ -46,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--img-size", type=int, default=None, help="frame size (default: as trained)")
     d.add_argument("--animation", choices=("gif", "mp4"), default="gif")
     d.add_argument("--alpha", type=float, default=0.5, help="heat-map opacity (default 0.5)")
+    d.add_argument("--clip-quantile", type=float, default=0.02, metavar="Q",
+                   help="each layer's colour scale runs from its Q to its 1-Q quantile token (default 0.02; "
+                        "0: min..max)")
     d.add_argument("--device", default="auto")
     d.add_argument("-o", "--out", default="delta", help="output directory (default: ./delta)")
 
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError(f"--layers must be comma-separated integers, got {args.layers!r}") from None
         res = A.delta_pictures(args.video, args.checkpoint, args.out, model_name=args.model, layers=layers,
                                num_frames=args.frames, img_size=args.img_size, animation=args.animation,
-                               alpha=args.alpha, device=args.device)
+                               alpha=args.alpha, clip_quantile=args.clip_quantile, device=args.device)
         if res["prediction"]:
             p = res["prediction"]
             print(f"prediction: {p['label']} ({100 * p['prob']:.1f}%)")

@@ -140,7 +140,7 @@ def run(args) -> int:
         data = suite.load_results(results)
         if data is None:
             raise FileNotFoundError(f"no results at {results}; run `videomamba benchmark` first")
-        print(report.write_page(data, page, out, data.get("command")))
+        print(report.write_page(data, page, out, data.get("commands") or data.get("command")))
         return 0
     command = " ".join([Path(sys.argv[0]).name] + [shlex.quote(a) for a in sys.argv[1:]])
     data = suite.run_suite(_grid(kind, args), results, timeout_s=timeout, mem_limit_mb=args.mem_limit_gb * 1024,
@@ -149,9 +149,10 @@ def run(args) -> int:
                            prepare=kind != "toy",
                            quick=kind != "full", mode_name=kind, env=_child_env(args))
     data["command"] = command
+    data.setdefault("commands", []).append(command)     # a resumed run keeps every invocation
     suite.save_results(results, data)
     print(f"results: {results}")
-    print(f"page:    {report.write_page(data, page, out, command)}")
+    print(f"page:    {report.write_page(data, page, out, data['commands'])}")
     return 0
 
 

@@ -65,7 +65,8 @@ def reorder_test(checkpoint, annotations, *, root=None, fmt="auto", model_name=N
 
 
 def delta_pictures(video, checkpoint, out_dir="delta", *, model_name=None, layers=None, num_frames=None,
-                   img_size=None, short_side=None, animation="gif", alpha=0.5, device="auto") -> dict:
+                   img_size=None, short_side=None, animation="gif", alpha=0.5, clip_quantile=0.02,
+                   device="auto") -> dict:
     """Delta maps of one video file -> ``{"png", "animation", "layers", "prediction"}``."""
     from ..analysis.delta import visualise_clip
     from ..data import load_video_clips
@@ -83,7 +84,7 @@ def delta_pictures(video, checkpoint, out_dir="delta", *, model_name=None, layer
                             short_side=short_side if short_side is not None else trained.get("short_side"))
     clip = torch.as_tensor(clip)[0].float().to(dev)                                 # (3, T, H, W)
     return visualise_clip(model, clip, out_dir, layers=layers, name=path.stem, alpha=alpha, animation=animation,
-                          class_names=classes)
+                          class_names=classes, clip_quantile=clip_quantile)
 
 
 # (name, scan_order, backward_order): the OpenGVLab orders with the full flip, then KAIST's

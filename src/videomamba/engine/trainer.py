@@ -75,13 +75,36 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def set_deterministic(enabled: bool) -> None:
-    if enabled:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        # warn_only: a missing deterministic kernel warns instead of killing a long job.
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
+@contextlib.contextmanager
+def deterministic_mode(enabled: bool, say: Callable[[str], None] = print):
+    """Deterministic algorithms for the duration of a run (restored afterwards).
+
+    The compiled CPU scan (``ops/csrc``) hands work items to threads dynamically and sums
+    per-thread parameter gradients, so its backward is not bitwise reproducible. Unless the scan
+    backend was chosen explicitly (``VIDEOMAMBA_SCAN_BACKEND``), deterministic runs use the
+    pure-torch scan, which is.
+    """
+    if not enabled:
+        yield
+        return
+    from ..ops.backend import ENV_VAR
+
+    prev = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, os.environ.get(ENV_VAR))
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # warn_only: a missing deterministic kernel warns instead of killing a long job.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    if prev[4] is None:
+        os.environ[ENV_VAR] = "torch"
+        say(f"deterministic mode: using the pure-torch selective scan ({ENV_VAR} overrides)")
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = prev[2], prev[3]
+        if prev[4] is None:
+            os.environ.pop(ENV_VAR, None)
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
@@ -119,7 +142,9 @@ def train(config: "str | Path | dict | TrainConfig | None" = None, overrides: "d
     owns_group = D.launched_by_torchrun() and not (torch.distributed.is_available() and torch.distributed.is_initialized())
     info, device = D.init_distributed(cfg.train.device)
     try:
-        return _Trainer(cfg, info, device, train_dataset, val_dataset, callbacks, log).fit(resume)
+        trainer = _Trainer(cfg, info, device, train_dataset, val_dataset, callbacks, log)
+        with deterministic_mode(cfg.train.deterministic, trainer.say):
+            return trainer.fit(resume)
     finally:
         if owns_group:
             D.cleanup_distributed()
@@ -259,7 +284,6 @@ class _Trainer:
         t_start = time.time()
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        set_deterministic(cfg.train.deterministic)
         seed_everything(cfg.train.seed)
         self._setup_data()
         self._setup_model()                  # same seed on every rank: identical initial weights

@@ -88,7 +88,7 @@ def cpu_kernel_status(build: bool = True) -> tuple[bool | None, str]:
     if not build:
         if cpu_kernel.is_built():
             return None, "compiled kernel cached, loads on first CPU scan"
-        return None, "not built yet: compiles on the first CPU scan (about a minute, once)"
+        return None, "not built yet: compiles on the first CPU scan (under a minute, once)"
     mod = cpu_kernel.load()
     return (True, "compiled kernel loaded") if mod is not None else (False, cpu_kernel.load_error())
 

@@ -2,8 +2,8 @@
 
 Glossary: B batch, E channels, L length, N state size, G groups of B/C, K conv width.
 
-The C++ source (``csrc/cpu_kernels.cpp``) is compiled on first use (about 30 s on an idle
-2-core machine, 80 s on a loaded one) with ``torch.utils.cpp_extension.load`` and cached in
+The C++ source (``csrc/cpu_kernels.cpp``) is compiled on first use (40 s measured on this
+2-core machine at load average 10) with ``torch.utils.cpp_extension.load`` and cached in
 torch's extension directory, or in
 ``$VIDEOMAMBA_EXT_DIR`` when set. The module name carries a hash of the source, the compiler
 flags, torch's version and the CPU's feature flags: a ``-march=native`` binary is never loaded on
