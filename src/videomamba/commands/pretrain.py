@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                 "                tubelet's frames are averaged. 'attention' masks need such a teacher.\n"
                 "examples:\n"
                 "  videomamba pretrain -c demo data.train=train.csv data.root=videos --teacher runs/teacher/model\n"
-                "  videomamba pretrain -c my.yaml --teacher /models/clip-vit-b16 --mask-type attention --mask-ratio 0.8\n"
+                "  videomamba pretrain -c my.yaml --teacher /models/clip-vit-b16 --mask-type attention\n"
                 "  videomamba train -c demo data.train=... data.val=... --pretrained runs/pretrain/model\n"
                 "recipe (SPEC §2): AdamW betas (0.9, 0.95), lr 1.5e-4 x batch / 256, weight decay 0.05,\n"
                 "drop path 0.4: e.g. optim.betas=[0.9,0.95] optim.base_lr=1.5e-4 model.drop_path_rate=0.4")

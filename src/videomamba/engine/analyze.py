@@ -138,7 +138,8 @@ def scan_order_ablation(config=None, overrides=None, *, out_dir="runs/scan_order
 
 
 def format_scan_table(rows: dict) -> str:
-    lines = [f"{'variant':20s} {'scan order':18s} {'backward order':18s} {'top-1':>7s} {'best':>7s} {'top-5':>7s} {'time':>8s}"]
+    lines = [f"{'variant':20s} {'scan order':18s} {'backward order':18s} "
+             f"{'top-1':>7s} {'best':>7s} {'top-5':>7s} {'time':>8s}"]
     for n, r in rows.items():
         def f(v):
             return f"{v:7.2f}" if isinstance(v, (int, float)) else f"{'-':>7s}"
