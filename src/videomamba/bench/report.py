@@ -6,6 +6,7 @@ from pathlib import Path
 
 from . import analysis, workloads
 
+BUSY_SHARE = 0.7    # below this CPU share the cores were not ours: the time is inflated (marked †)
 STATUS_TEXT = {"oom": "OOM", "timeout": "timeout", "error": "error", "unsupported": "n/a", "skipped": "skipped"}
 
 
@@ -23,11 +24,12 @@ def cell(r: dict | None, what: str = "both") -> str:
             t += f" (>{_fmt_s(max(done))} s)" if done else ""
         return t + ("\\*" if r.get("inferred") else "")
     mem = analysis.peak_mb(r)
+    busy = "†" if (r.get("cpu_share") or 1.0) < BUSY_SHARE else ""
     if what == "time":
-        return _fmt_s(r["median_s"])
+        return _fmt_s(r["median_s"]) + busy
     if what == "mem":
         return f"{mem:.0f}"
-    return f"{_fmt_s(r['median_s'])} s / {mem:.0f} MB"
+    return f"{_fmt_s(r['median_s'])} s{busy} / {mem:.0f} MB"
 
 
 def _variants(records, **match) -> list[tuple]:
@@ -241,13 +243,16 @@ def plots(data: dict, out_dir: Path) -> list[Path]:
                 continue
             T = [r["spec"]["frames"] for r in rs]
             style = "-o" if v[0].startswith("videomamba") else "--s"
-            axes[0].plot(T, [r["median_s"] for r in rs], style, label=_label(v))
-            axes[1].plot(T, [analysis.peak_mb(r) for r in rs], style, label=_label(v))
+            line, = axes[0].plot(T, [r["median_s"] for r in rs], style, label=_label(v))
+            axes[1].plot(T, [analysis.peak_mb(r) for r in rs], style, label=_label(v), color=line.get_color())
             fails = [r for r in records if all(r["spec"].get(k) == x for k, x in match.items())
                      and _vkey(r["spec"]) == v
                      and r["status"] in ("oom", "timeout") and not r.get("inferred")]
-            for f in fails:
-                axes[0].annotate(STATUS_TEXT[f["status"]], (f["spec"]["frames"], rs[-1]["median_s"]), fontsize=8)
+            for f in fails:   # an x at the failing frame count, at the height of the last success
+                for ax, y in ((axes[0], rs[-1]["median_s"]), (axes[1], analysis.peak_mb(rs[-1]))):
+                    ax.plot([f["spec"]["frames"]], [y], "x", color=line.get_color(), markersize=9)
+                    ax.annotate(STATUS_TEXT[f["status"]], (f["spec"]["frames"], y), fontsize=8,
+                                color=line.get_color(), xytext=(4, -10), textcoords="offset points")
         for ax, yl in zip(axes, ("median time per batch (s)", "peak memory (MB, " +
                                  ("CUDA allocated" if device == "cuda" else "process RSS") + ")")):
             ax.set_xscale("log", base=2)
@@ -279,8 +284,16 @@ def plots(data: dict, out_dir: Path) -> list[Path]:
             xs = [i + j * width for i in range(len(frames))]
             axes[0].bar(xs, ts, width, label=_label(v))
             axes[1].bar(xs, ms, width, label=_label(v))
+            for x, T in zip(xs, frames):
+                r = analysis.find(tr, **_vmatch(v), frames=T, batch=1, dtype="fp32")
+                if r is not None and r["status"] in ("oom", "timeout"):
+                    for ax in axes:
+                        ax.annotate(STATUS_TEXT[r["status"]], (x, 0), xycoords=("data", "axes fraction"),
+                                    xytext=(0, 3), textcoords="offset points", rotation=90, fontsize=7,
+                                    ha="center", va="bottom")
         for ax, yl in zip(axes, ("training step time (s)", "peak memory (MB, process RSS)")):
-            ax.set_xticks([i + 0.4 - width / 2 for i in range(len(frames))], [f"{T} frames" for T in frames])
+            ax.set_xticks([i + (len(variants) - 1) * width / 2 for i in range(len(frames))],
+                          [f"{T} frames" for T in frames])
             ax.set_ylabel(yl)
             ax.set_yscale("log")
             ax.grid(True, axis="y", alpha=0.3)
@@ -336,6 +349,8 @@ def write_page(data: dict, page: Path, plot_dir: Path, command: "str | list[str]
         cmds = [command] if isinstance(command, str) else list(command)
         L += [""] + (["Command: " + f"`{cmds[0]}`"] if len(cmds) == 1 else
                      ["Commands (one resumed run):", ""] + [f"- `{c}`" for c in cmds])
+    if data.get("note"):
+        L += ["", f"**Note.** {data['note']}"]
     L += ["", "## Machine", "",
           "| | |", "|---|---|",
           f"| CPU | {m['cpu']} ({', '.join(m.get('cpu_flags', []))}) |",
@@ -355,7 +370,9 @@ def write_page(data: dict, page: Path, plot_dir: Path, command: "str | list[str]
           f"timeout {s.get('timeout_s')} s, memory budget {s.get('mem_limit_mb')} MB"
           + (f", child environment {s['child_env']}" if s.get("child_env") else "") + ".",
           "Cells read `median time / peak memory`; `OOM` = over the memory budget, `timeout` = over the "
-          "time budget; `\\*` = not run because fewer frames of the same series already failed."]
+          "time budget; `\\*` = not run because fewer frames of the same series already failed; "
+          f"`†` = the process got less than {BUSY_SHARE:.0%} of its cores (other load): that time is inflated, "
+          "and ratios against unmarked cells are biased."]
     tg = analysis.targets(records, data.get("micro", {}).get("cpu"))
     L += ["", "## Targets (issue 6, and issue 2's roofline)", "", targets_table(tg)]
     if data.get("micro"):
