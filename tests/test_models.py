@@ -110,6 +110,40 @@ def test_mixer_order_equals_permuted_input():
     torch.testing.assert_close(mixer(x, explicit), mixer(x), atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("merge", ["sum", "mean"])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_mixer_inference_path_matches_autograd_path(batch, merge):
+    """Without autograd the mixer overwrites its dead buffers in place (conv into x, scans into
+    their conv outputs, the sum into the forward branch): the same numbers, for every kind of
+    order, and the input is left alone."""
+    torch.manual_seed(0)
+    mixer = BiMambaMixer(16, merge=merge).eval()
+    x = torch.randn(batch, 9, 16)
+    before = x.clone()
+    perm = torch.tensor([0, 1, 4, 2, 5, 3, 6, 8, 7])
+    for order in (FULL_FLIP, ScanOrder(perm, None, True), ScanOrder(None, perm.flip(0), False),
+                  ScanOrder(perm, torch.arange(8, -1, -1), False)):
+        expected = mixer(x, order)
+        assert expected.requires_grad
+        for ctx in (torch.no_grad, torch.inference_mode):
+            with ctx():
+                torch.testing.assert_close(mixer(x, order), expected, rtol=0, atol=0)
+    assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize("kw", [{}, dict(scan_order="spatiotemporal_v2", backward_order="temporal_reversal")])
+def test_model_inference_path_matches_autograd_path(kw):
+    """Without autograd the blocks add into the residual stream in place: same logits, and the
+    caller's input is untouched."""
+    m = small(**kw).eval()
+    x = torch.randn(2, 3, 4, 32, 32)
+    before = x.clone()
+    expected = m(x)
+    with torch.inference_mode():
+        torch.testing.assert_close(m(x), expected, rtol=0, atol=0)
+    assert torch.equal(x, before)
+
+
 def test_middle_cls_position_and_mean_pool():
     m = small(cls_position="middle")
     tokens = m.forward_features(torch.randn(1, 3, 4, 32, 32))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import re
 import sys
 
 # name -> (module under videomamba.commands, one-line help)
@@ -29,10 +31,57 @@ class CLIError(Exception):
     """A user-facing error: printed without a traceback, exit status 2."""
 
 
+_OVERRIDE = re.compile(r"^\s*[A-Za-z_]\w*\.[A-Za-z_]\w*\s*=")     # section.key=value
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose positionals may come on both sides of options.
+
+    A plain parser stops filling ``nargs="*"`` positionals at the first option, so
+    ``train -c demo --epochs 2 optim.lr=1e-3`` would leave ``optim.lr=1e-3`` unrecognised. Every
+    parser that can (no sub-commands among its positionals) parses with
+    ``parse_known_intermixed_args``: the sub-command parsers are of this class too (argparse
+    builds them with ``type(parent)``), so KEY=VALUE overrides may come anywhere after the
+    command. An optional-value option such as ``--resume [CKPT]`` followed by ``section.key=value``
+    (that is not an existing path) takes its ``const`` and leaves the override to the overrides.
+    """
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if args is None:
+            args = sys.argv[1:]
+        args = self._split_optional_values(list(args))
+        positionals = self._get_positional_actions()
+        if self._intermixing or any(a.nargs in (argparse.PARSER, argparse.REMAINDER) for a in positionals):
+            return super().parse_known_args(args, namespace)
+        # Python < 3.13 implements parse_known_intermixed_args with two calls of parse_known_args
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+    def _split_optional_values(self, args: list[str]) -> list[str]:
+        if self._intermixing or not any(a.dest == "overrides" for a in self._get_positional_actions()):
+            return args
+        optional = {s: a for a in self._actions if a.nargs == argparse.OPTIONAL and isinstance(a.const, str)
+                    for s in a.option_strings if s.startswith("--")}
+        out: list[str] = []
+        for i, a in enumerate(args):
+            if a == "--":
+                return out + args[i:]
+            nxt = args[i + 1] if i + 1 < len(args) else None
+            if a in optional and nxt is not None and _OVERRIDE.match(nxt) and not os.path.exists(nxt):
+                a = f"{a}={optional[a].const}"
+            out.append(a)
+        return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="videomamba", description="VideoMamba: video understanding "
+    parser = Parser(prog="videomamba", description="VideoMamba: video understanding "
                                      "with bidirectional state-space models.")
     parser.add_argument("--version", action="version", version=f"videomamba {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -45,14 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    # argparse cannot take positionals on both sides of an option: KEY=VALUE overrides after an
-    # option (``train -c demo -o out optim.lr=1e-3``) arrive here and join the others.
-    if extra:
-        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
-            args.overrides = list(args.overrides or []) + extra
-        else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args = parser.parse_args(argv)       # KEY=VALUE overrides may come before, between or after options
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

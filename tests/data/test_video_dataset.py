@@ -238,3 +238,25 @@ def test_classes_and_class_map_saving(synthetic, tmp_path):
 def test_augment_config_is_checked_up_front(kwargs, match):
     with pytest.raises(ValueError, match=match):
         AugmentConfig(**kwargs)
+
+
+def test_cache_gives_the_same_items_and_decodes_each_file_once(videos, tmp_path, monkeypatch):
+    f = tmp_path / "lvu.csv"
+    f.write_text(f"{videos['square']},1,2.56\n")                    # several windows of one file
+    kw = dict(fmt="lvu", num_frames=4, img_size=48, annotation_kwargs=dict(window=1.0, stride=0.5))
+    plain, cached = VideoDataset(f, train=False, **kw), VideoDataset(f, train=False, cache=True, **kw)
+    import videomamba.data.dataset as dataset_module
+    opened = []
+    real_open = dataset_module.open_video
+    monkeypatch.setattr(dataset_module, "open_video", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    for _ in range(2):
+        for i in range(len(plain)):
+            assert torch.equal(plain[i]["video"], cached[i]["video"])
+    assert len(opened) == 2 * len(plain) + 1                         # the cached dataset opened its file once
+    assert clip_ids(cached[1]["video"][0]) == [16, 22, 28, 34]          # same frames as the window test above
+    train_plain = VideoDataset(f, train=True, augment=NO_AUG, **kw)
+    train_cached = VideoDataset(f, train=True, augment=NO_AUG, cache=True, **kw)
+    torch.manual_seed(0)
+    a = [clip_ids(train_plain[i]["video"]) for i in range(len(plain))]
+    torch.manual_seed(0)
+    assert a == [clip_ids(train_cached[i]["video"]) for i in range(len(plain))]

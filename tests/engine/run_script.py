@@ -1,6 +1,6 @@
 """Subprocess entry for engine tests: train on ToyVideos, optionally SIGKILL itself at a step.
 
-    python run_script.py OVERRIDES_JSON [--kill-at STEP] [--resume] [--save-rank-weights DIR]
+    python run_script.py OVERRIDES_JSON [--kill-at STEP [--signal SIG]] [--n N] [--resume] [--save-rank-weights DIR]
 Works under torchrun too (each rank can save its final weights for comparison).
 """
 import argparse
@@ -24,17 +24,19 @@ def main():
     ap.add_argument("--kill-at", type=int, default=0)
     ap.add_argument("--signal", default="SIGKILL", help="signal to send at --kill-at")
     ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--n", type=int, default=24)
+    ap.add_argument("--n", type=int, default=24, help="training videos (clip shape: from the overrides)")
     ap.add_argument("--save-rank-weights", default=None)
     a = ap.parse_args()
 
-    def killer(state):
+    def killer(state):  # a callback after optimizer step --kill-at: a deterministic kill point, no timer
         if a.kill_at and state["step"] == a.kill_at:
             os.kill(os.getpid(), getattr(signal, a.signal))   # SIGKILL: no cleanup, no flush, a real crash
 
+    overrides = json.loads(a.overrides)
+    shape = {"frames": overrides.get("data.num_frames", 4), "size": overrides.get("data.img_size", 32)}
     try:
-        res = train(None, json.loads(a.overrides), resume=True if a.resume else None,
-                    train_dataset=ToyVideos(a.n), val_dataset=ToyVideos(8, train=False), callbacks=[killer])
+        res = train(None, overrides, resume=True if a.resume else None, train_dataset=ToyVideos(a.n, **shape),
+                    val_dataset=ToyVideos(8, train=False, **shape), callbacks=[killer])
     except TrainingInterrupted as e:
         print(e, file=sys.stderr)
         sys.exit(130)

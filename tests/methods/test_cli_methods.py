@@ -7,6 +7,11 @@ import pytest
 from videomamba.cli import main
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread(one_torch_thread):      # tests/conftest.py: tiny models, a loaded machine
+    yield
+
+
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")

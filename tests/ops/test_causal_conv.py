@@ -84,3 +84,47 @@ def test_matches_module_conv():
     expected = F.silu(conv(x)[..., :17])
     out = causal_conv1d(x, conv.weight.squeeze(1), conv.bias, activation="silu")
     assert_close_scaled(out.detach(), expected.detach(), 1e-5, 1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("Bz,E,L,K", [(2, 5, 37, 4), (1, 3, 1, 4), (2, 4, 2, 3), (3, 33, 100, 2)])
+@pytest.mark.parametrize("act", [None, "silu"])
+@pytest.mark.parametrize("backend", ["cpu", "ref"])
+def test_reverse_is_flip_conv_flip(backend, act, Bz, E, L, K, dtype):
+    """reverse=True against flip -> conv -> flip, outputs and gradients. The CPU kernel reads x
+    back to front and adds the same products in the same order: everything agrees bit for bit."""
+    if backend == "cpu":
+        cpu_kernel_or_skip()
+    g = torch.Generator().manual_seed(L + K)
+    x = torch.randn(Bz, E, L, generator=g).to(dtype).requires_grad_(True)
+    # F.conv1d wants one dtype; the kernel takes fp32 weights with bf16 x, as under autocast
+    wdt = dtype if backend == "ref" else torch.float32
+    w, b = (torch.randn(*s, generator=g).to(wdt).requires_grad_(True) for s in ((E, K), (E,)))
+    cot = torch.randn(Bz, E, L, generator=g).to(dtype).float()
+    out = causal_conv1d(x, w, b, act, backend=backend, reverse=True)
+    ref = causal_conv1d(x.flip(-1), w, b, act, backend=backend).flip(-1)
+    assert out.dtype == ref.dtype == dtype
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    grads = torch.autograd.grad((out.float() * cot).sum(), (x, w, b))
+    ref_grads = torch.autograd.grad((ref.float() * cot).sum(), (x, w, b))
+    for name, a, r in zip("xwb", grads, ref_grads):
+        assert a.dtype == r.dtype
+        torch.testing.assert_close(a, r, rtol=0, atol=0, msg=f"grad {name}")
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("backend", ["cpu", "ref"])
+def test_out_may_be_x(backend, reverse):
+    """out= writes into a given buffer, which may be x itself (the mixer's inference path)."""
+    if backend == "cpu":
+        cpu_kernel_or_skip()
+    g = torch.Generator().manual_seed(5)
+    x, w, b = torch.randn(2, 20, 70, generator=g), torch.randn(20, 4, generator=g), torch.randn(20, generator=g)
+    expected = causal_conv1d(x, w, b, "silu", backend=backend, reverse=reverse)
+    for buf in (x.clone(), torch.empty(2, 20, 70, dtype=torch.bfloat16)):
+        src = buf if buf.dtype == x.dtype else x
+        out = causal_conv1d(src, w, b, "silu", backend=backend, reverse=reverse, out=buf)
+        assert out.data_ptr() == buf.data_ptr()
+        torch.testing.assert_close(out, expected.to(buf.dtype), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="out= is for inference"):
+        causal_conv1d(x, w.requires_grad_(True), b, backend=backend, out=torch.empty_like(x))

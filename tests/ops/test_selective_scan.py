@@ -259,3 +259,82 @@ def test_cpu_kernel_thread_count_does_not_change_results():
         torch.testing.assert_close(a, b, rtol=0, atol=0)  # each channel is scanned by one thread
     for k in one[1]:  # dB / dC sum per-worker partials: the order may differ
         assert_close_scaled(two[1][k], one[1][k], 1e-6, 1e-6, name=k)
+
+
+def _flip_inputs(x: dict) -> dict:
+    return {k: (v.flip(-1) if k in ("u", "delta", "B", "C", "z") and v is not None else v)
+            for k, v in x.items()}
+
+
+def _flipped_scan(**kw):
+    """The definition of ``reverse=True``: flip every (.., L) input, scan, flip the output."""
+    backend = kw.pop("backend")
+    res = selective_scan(**_flip_inputs(kw), backend=backend)
+    return (res[0].flip(-1), res[1]) if isinstance(res, tuple) else res.flip(-1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("shape,flags", [((2, 40, 16, 203, None), FLAGS[0]),
+                                         ((1, 24, 8, 130, 2), FLAGS[2]),
+                                         ((3, 17, 4, 64, None), FLAGS[1]),
+                                         ((1, 16, 16, 1, None), FLAGS[3])],
+                         ids=["all", "groups-D-bias-last", "plain", "L1"])
+def test_reverse_is_flip_scan_flip(impl, shape, flags, dtype):
+    """reverse=True against flip -> scan -> flip: outputs, last state and every gradient. The
+    CPU kernel reads the inputs back to front instead of copying them and does the same
+    arithmetic in the same order, so everything agrees bit for bit (one thread: with more, the
+    per-worker dB / dC partials may be added up in another order, run to run)."""
+    x, kw = make(shape, flags, seed=13)
+    low = ("u", "delta", "B", "C", "z")
+    x = {k: (v.to(dtype) if k in low and v is not None else v) for k, v in x.items()}
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        outs, grads = run_with_grads(selective_scan, x, backend=impl, reverse=True, out_dtype=dtype, **kw)
+        ref_outs, ref_grads = run_with_grads(_flipped_scan, x, backend=impl, out_dtype=dtype, **kw)
+        with torch.no_grad():  # the inference path (no autograd Function) reads the same way
+            res = selective_scan(**x, backend=impl, reverse=True, **kw)
+    finally:
+        torch.set_num_threads(before)
+    for i, (a, b) in enumerate(zip(outs, ref_outs)):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"output {i}")
+    assert grads.keys() == ref_grads.keys()
+    for k in grads:
+        assert grads[k].dtype == x[k].dtype
+        torch.testing.assert_close(grads[k], ref_grads[k], rtol=0, atol=0, msg=f"grad {k}")
+    for a, b in zip(res if isinstance(res, tuple) else (res,), outs):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("target", ["new", "u", "delta", "z"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_out_may_overwrite_an_input(impl, target, reverse):
+    """out= writes the result into a given buffer, which may be an input's own memory."""
+    x, kw = make((2, 40, 16, 150, None), FLAGS[0], seed=14)
+    with torch.no_grad():
+        expected, last = selective_scan(**x, backend=impl, reverse=reverse, **kw)
+        xs = {k: (None if v is None else v.clone()) for k, v in x.items()}
+        buf = torch.empty_like(xs["u"]) if target == "new" else xs[target]
+        out, last2 = selective_scan(**xs, backend=impl, reverse=reverse, out=buf, **kw)
+    assert out.data_ptr() == buf.data_ptr()
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    torch.testing.assert_close(last2, last, rtol=0, atol=0)
+    # a bf16 buffer, or one the kernel cannot write directly, receives a copy
+    with torch.no_grad():
+        low = torch.empty_like(x["u"], dtype=torch.bfloat16)
+        strided = torch.empty(2, 150, 40).transpose(1, 2)
+        for b in (low, strided):
+            r = selective_scan(**x, backend=impl, reverse=reverse, out=b, **kw)[0]
+            assert r.data_ptr() == b.data_ptr()
+            torch.testing.assert_close(r, expected.to(b.dtype), rtol=0, atol=0)
+
+
+def test_out_is_refused_under_autograd():
+    x, kw = make((1, 8, 4, 10, None), FLAGS[0], seed=15)
+    u = x.pop("u").requires_grad_(True)
+    with pytest.raises(ValueError, match="out= is for inference"):
+        selective_scan(u, **x, backend="torch", out=torch.empty(1, 8, 10), **kw)
+    with pytest.raises(ValueError, match=r"out must have shape \(1, 8, 10\)"):
+        with torch.no_grad():
+            selective_scan(u, **x, backend="torch", out=torch.empty(1, 8, 11), **kw)

@@ -35,7 +35,7 @@ from . import transforms as T
 from .annotations import Annotations, Sample, load_classes, read_annotations, save_classes
 from .rand_augment import RandAugment
 from .sampling import SAMPLINGS, sample_indices, time_to_frame_range
-from .video import VideoDecodeError, open_video
+from .video import MemoryReader, VideoDecodeError, open_video
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ class VideoDataset(torch.utils.data.Dataset):
     listing them in ``bad_files`` as ``(path, reason)``; a file that still fails later is replaced by the
     next good item and logged (a worker's discoveries stay in that worker). Without it a bad file raises
     VideoDecodeError naming the file and the reason.
+    ``cache``: decode each file once and keep all its frames in memory (uint8), for small datasets read
+    for many epochs; each DataLoader worker holds its own cache, so keep workers persistent (or use none).
     """
 
     def __init__(self, annotations, root=None, fmt: str = "auto", num_frames: int = 8,
@@ -87,7 +89,7 @@ class VideoDataset(torch.utils.data.Dataset):
                  short_side: int | None = None, num_clips: int = 1, num_crops: int = 1, repeat_aug: int = 1,
                  augment: AugmentConfig | None = None, flip: bool = True, skip_bad: bool = False,
                  classes=None, backend: str = "auto", threads: int = 1, short: str = "pad",
-                 annotation_kwargs: dict | None = None):
+                 annotation_kwargs: dict | None = None, cache: bool = False):
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
         for name, v in (("num_frames", num_frames), ("img_size", img_size), ("num_clips", num_clips),
@@ -125,6 +127,8 @@ class VideoDataset(torch.utils.data.Dataset):
                               if train and self.augment.rand_augment else None)
         self.skip_bad = skip_bad
         self.bad_files: list[tuple[str, str]] = []
+        self.cache = bool(cache)
+        self._cache: dict[Path, MemoryReader] = {}
         if skip_bad:
             self._drop_bad_files()
 
@@ -208,8 +212,17 @@ class VideoDataset(torch.utils.data.Dataset):
             times = [i / fps for i in range(n)]
         return time_to_frame_range(times, float(sample.extra["start"]), float(sample.extra["end"]))
 
+    def _open(self, path: Path):
+        if not self.cache:
+            return open_video(path, backend=self.backend, threads=self.threads)
+        reader = self._cache.get(path)
+        if reader is None:
+            with open_video(path, backend=self.backend, threads=self.threads) as f:
+                reader = self._cache[path] = MemoryReader(f)
+        return reader
+
     def _load(self, sample: Sample) -> torch.Tensor:
-        with open_video(sample.path, backend=self.backend, threads=self.threads) as reader:
+        with self._open(sample.path) as reader:
             start, end = self._frame_window(reader, sample)
             clip_count = 1 if self.train else self.num_clips
             per_clip = [sample_indices(reader.info.num_frames, self.num_frames, self.sampling, self.sample_stride,

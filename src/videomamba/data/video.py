@@ -175,6 +175,21 @@ class VideoReader:
         self.close()
 
 
+class MemoryReader(VideoReader):
+    """Every frame of an open reader's file, decoded once and kept in memory (uint8 THWC); reads
+    like the file. For small datasets read many times (``VideoDataset(cache=True)``)."""
+
+    def __init__(self, reader: VideoReader):
+        self.path, self.info, self.frame_times = reader.path, reader.info, reader.frame_times
+        self.frames = reader.get_frames(range(reader.info.num_frames))
+
+    def get_frames(self, indices, layout: str = "THWC") -> torch.Tensor:
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        frames = self.frames[self._check_indices(indices)]
+        return frames.permute(0, 3, 1, 2).contiguous() if layout == "TCHW" else frames
+
+
 class _SeekUnreliable(Exception):
     """Raised inside the seek path when the decoder's output contradicts the index; caller goes sequential."""
 

@@ -52,6 +52,7 @@ class DataSection:
     eval_batch_size: int | None = None
     num_workers: int = 2
     skip_bad: bool = False
+    cache: bool = False                    # keep decoded videos in memory (small datasets; workers persist)
 
 
 @dataclass

@@ -93,7 +93,7 @@ def make_loader(dataset, batch_size: int, info: DistInfo, train: bool, seed: int
     g.manual_seed(seed)
     loader = DataLoader(SeededItems(dataset), batch_size=batch_size, sampler=sampler, drop_last=train,
                         num_workers=num_workers, pin_memory=pin_memory, generator=g,
-                        persistent_workers=False)
+                        persistent_workers=num_workers > 0 and getattr(dataset, "cache", False))
     return loader, sampler
 
 
@@ -102,7 +102,7 @@ def dataset_kwargs(cfg, train: bool) -> dict:
     d, a = cfg.data, cfg.augment
     kw = dict(root=d.root, fmt=d.format, num_frames=d.num_frames, sampling=d.sampling,
               sample_stride=d.sample_stride, train=train, img_size=d.img_size, short_side=d.short_side,
-              flip=a.flip, skip_bad=d.skip_bad)
+              flip=a.flip, skip_bad=d.skip_bad, cache=d.cache)
     if train:
         kw.update(num_clips=1, num_crops=1, repeat_aug=d.repeat_aug)
     else:

@@ -46,11 +46,13 @@ class Block(nn.Module):
     """residual = residual + drop_path(hidden); hidden = mixer(norm(residual)).
 
     The residual stream is kept in fp32 (``residual_in_fp32`` in the release). A block may scan
-    the tokens in more than one order (spatiotemporal v2); the outputs are averaged.
+    the tokens in more than one order (spatiotemporal v2); the outputs are averaged. Without
+    autograd the block adds into the ``residual`` it is given (the stream belongs to the model's
+    loop, and a fresh copy per block is what would otherwise dominate inference memory).
     """
 
-    # Below this many tokens per batch (B * L) "auto" keeps the mixer's activations: recomputing
-    # costs more time than the memory is worth for short clips.
+    # Below this many tokens per batch (B * L) "auto" keeps the norm's and mixer's activations:
+    # recomputing costs more time than the memory is worth for short clips.
     RECOMPUTE_MIN_TOKENS = 4096
 
     def __init__(self, dim: int, mixer: BiMambaMixer, drop_path: float = 0.0, eps: float = 1e-5,
@@ -61,21 +63,35 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path)
         self.mixer_recompute = mixer_recompute
 
-    def _mix(self, h, orders):
+    def _norm_mix(self, residual, orders):
+        h = self.norm(residual)
         out = self.mixer(h, orders[0])
         for o in orders[1:]:
             out = out + self.mixer(h, o)
         return out / len(orders) if len(orders) > 1 else out
 
-    def forward(self, hidden, residual, orders: tuple[ScanOrder, ...] = (FULL_FLIP,)):
-        residual = hidden if residual is None else residual + self.drop_path(hidden)
+    def forward(self, hidden, residual, orders: tuple[ScanOrder, ...] = (FULL_FLIP,),
+                recompute: bool | None = None):
+        """-> (hidden, residual). ``recompute``: True / False forces the memory-light backward
+        on / off (the model's ``grad_checkpointing`` forces it on); None follows
+        ``mixer_recompute``."""
+        if residual is None:
+            residual = hidden
+        elif not torch.is_grad_enabled():
+            residual = residual.add_(self.drop_path(hidden))
+        else:
+            residual = residual + self.drop_path(hidden)
         residual = residual.float()
-        h = self.norm(residual)
-        # Memory-light backward: keep only the mixer's input and recompute its intermediates
-        # (xz, conv, delta, both scans: about 24*D floats per token) during backward, as
-        # mamba_ssm's fused path recomputes its cheap intermediates.
-        recompute = self.mixer_recompute == "always" or (
-            self.mixer_recompute == "auto" and h.shape[0] * h.shape[1] >= self.RECOMPUTE_MIN_TOKENS)
-        if recompute and torch.is_grad_enabled() and h.requires_grad:
-            return torch.utils.checkpoint.checkpoint(self._mix, h, orders, use_reentrant=False), residual
-        return self._mix(h, orders), residual
+        # Memory-light backward: keep only the residual stream, which the next block needs
+        # anyway, and recompute the norm and the mixer's intermediates (xz, conv, delta, both
+        # scans: about 24*D floats per token) during backward, as mamba_ssm's fused path
+        # recomputes its cheap intermediates. Keeping the norm inside the recomputed part
+        # matters: its output and x * rsqrt(mean x^2) would be 2*D more floats per token.
+        if recompute is None:
+            recompute = self.mixer_recompute == "always" or (
+                self.mixer_recompute == "auto"
+                and residual.shape[0] * residual.shape[1] >= self.RECOMPUTE_MIN_TOKENS)
+        if recompute and torch.is_grad_enabled():
+            out = torch.utils.checkpoint.checkpoint(self._norm_mix, residual, orders, use_reentrant=False)
+            return out, residual
+        return self._norm_mix(residual, orders), residual

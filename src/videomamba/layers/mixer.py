@@ -107,13 +107,18 @@ class BiMambaMixer(nn.Module):
             dt_proj.bias.copy_(torch.zeros_like(dt) if zero_dt_bias else dt + torch.log(-torch.expm1(-dt)))
             dt_proj.bias._no_reinit = True
 
-    def _branch(self, x, z, conv, x_proj, dt_proj, A_log, D):
-        """One scan direction on (B, E, L) inputs already in visiting order -> (B, E, L).
+    @staticmethod
+    def _conv(x, conv, reverse: bool, out=None):
+        """Causal conv + SiLU of one direction, (B, E, L) -> (B, E, L)."""
+        return causal_conv1d(x, conv.weight.squeeze(1), conv.bias, activation="silu",
+                             reverse=reverse, out=out)
+
+    def _scan(self, u, z, x_proj, dt_proj, A_log, D, reverse: bool, out=None):
+        """Projections and selective scan of one direction on its conv output u -> (B, E, L).
 
         Projections multiply with the weight on the left so that every activation comes out
         channels-first and contiguous: no transposes or copies between the ops.
         """
-        u = causal_conv1d(x, conv.weight.squeeze(1), conv.bias, activation="silu")     # (B, E, L)
         x_dbl = _wmm(x_proj.weight, u)                                              # (B, R+2N, L)
         dr, Bm, Cm = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
         delta = _wmm(dt_proj.weight, dr)                                            # (B, E, L)
@@ -121,43 +126,53 @@ class BiMambaMixer(nn.Module):
         if self.record_delta:
             self._deltas.append(F.softplus(delta.float() + dt_proj.bias.float()[None, :, None]).detach())
         return selective_scan(u, delta, A, Bm.contiguous(), Cm.contiguous(), D.float(), z=z,
-                              delta_bias=dt_proj.bias.float(), delta_softplus=True)
+                              delta_bias=dt_proj.bias.float(), delta_softplus=True,
+                              reverse=reverse, out=out)
 
     def forward(self, hidden: torch.Tensor, order: ScanOrder = FULL_FLIP) -> torch.Tensor:
+        # Without autograd nothing is kept for a backward, so every (B, E, L) buffer is reused as
+        # soon as it is dead: the forward conv overwrites x, each scan overwrites its own conv
+        # output, the two directions are summed in place. At most four E x L buffers are alive
+        # (x|z, one conv output, the other conv output and its delta) instead of nine.
+        lean = not torch.is_grad_enabled()
         # (B, L, D) -> (B, 2E, L) contiguous, as the release computes it (weight @ hidden^T)
         xz = _wmm(self.in_proj.weight, hidden.transpose(1, 2))
         if self.record_delta:
             self._deltas = []
-        # forward direction
+        # Each branch works in its visiting order. The release's backward order, the forward
+        # order reversed, is the kernels' `reverse` flag on the forward branch's own tensors.
+        rev = order.bwd_is_flip
         xz_f = xz if order.fwd is None else xz.index_select(-1, order.fwd)
-        x, z = xz_f.chunk(2, dim=1)
-        y = self._branch(x, z, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D)
-        if order.fwd is not None:
-            y = y.index_select(-1, order.fwd_inv)
-        # backward direction
-        if order.bwd_is_flip:
-            xz_b = xz_f.flip(-1)
-        else:
-            xz_b = xz.index_select(-1, order.bwd)
-        x, z = xz_b.chunk(2, dim=1)
-        y_b = self._branch(x, z, self.conv1d_b, self.x_proj_b, self.dt_proj_b,
-                           self.A_b_log, self.D_b)
-        if order.bwd_is_flip:
-            y_b = y_b.flip(-1)
-            if order.fwd is not None:
-                y_b = y_b.index_select(-1, order.fwd_inv)
-        else:
-            y_b = y_b.index_select(-1, order.bwd_inv)
+        xz_b = xz_f if rev else xz.index_select(-1, order.bwd)
+        del xz
+        x_f, z_f = xz_f.chunk(2, dim=1)
+        x_b, z_b = xz_b.chunk(2, dim=1)
+        # The backward conv first: the forward one may overwrite x, which both read when rev.
+        u_b = self._conv(x_b, self.conv1d_b, rev, out=x_b if lean and not rev else None)
+        u_f = self._conv(x_f, self.conv1d, False, out=x_f if lean else None)
+        y = self._scan(u_f, z_f, self.x_proj, self.dt_proj, self.A_log, self.D, False,
+                       out=u_f if lean else None)
+        del u_f
+        y_b = self._scan(u_b, z_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b, rev,
+                         out=u_b if lean else None)
+        del u_b
+
+        def canonical(t, backward_branch: bool):
+            """A branch's (B, E, L) output in visiting order -> canonical token order."""
+            if backward_branch and not rev:
+                return t.index_select(-1, order.bwd_inv)
+            return t if order.fwd is None else t.index_select(-1, order.fwd_inv)
+
         if self.record_delta:
             d_f, d_b = self._deltas
-            if order.fwd is not None:
-                d_f = d_f.index_select(-1, order.fwd_inv)
-            d_b = d_b.flip(-1) if order.bwd_is_flip else d_b.index_select(-1, order.bwd_inv)
-            if order.bwd_is_flip and order.fwd is not None:
-                d_b = d_b.index_select(-1, order.fwd_inv)
-            self.last_delta = (d_f, d_b)  # each (B, E, L) in canonical token order
+            self.last_delta = (canonical(d_f, False), canonical(d_b, True))  # each (B, E, L)
             del self._deltas
-        y = y + y_b
+        if rev:  # both branches are in the forward visiting order: add, then permute once
+            y = canonical(y.add_(y_b) if lean else y + y_b, False)
+        else:
+            y, y_b = canonical(y, False), canonical(y_b, True)
+            y = y.add_(y_b) if lean else y + y_b
+        del y_b
         if self.merge == "mean":
-            y = y * 0.5
+            y = y.mul_(0.5) if lean else y * 0.5
         return F.linear(y.transpose(1, 2), self.out_proj.weight)                       # (B, L, D)

@@ -65,7 +65,7 @@ class VideoMambaConfig:
     drop_path_rate: float = 0.0
     norm_eps: float = 1e-5
     zero_dt_bias: bool = False            # reproduce the release's re-zeroed dt bias at init
-    grad_checkpointing: bool = False     # recompute whole blocks in backward (least memory)
+    grad_checkpointing: bool = False     # recompute every block's norm + mixer in backward (least memory)
     mixer_recompute: str = "auto"        # recompute mixer intermediates in backward: auto|always|never
     extra: dict = field(default_factory=dict)  # free-form metadata (class names, source, ...)
 

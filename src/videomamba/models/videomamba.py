@@ -15,7 +15,6 @@ import re
 
 import torch
 import torch.nn as nn
-import torch.utils.checkpoint
 
 from ..layers import (FULL_FLIP, BiMambaMixer, Block, PatchEmbed, RMSNorm, ScanOrder, drop_path,
                       resample_joint_pos, resample_spatial_pos, resample_temporal_pos, sincos_table)
@@ -232,13 +231,14 @@ class VideoMamba(nn.Module):
             raise NotImplementedError("masked tokens are supported with spatial_first scans and full_flip only")
 
         hidden, residual, before_last = x, None, None
+        # Gradient checkpointing recomputes each block's norm and mixer and keeps only its
+        # residual stream, one (B, L, D) tensor per block; a checkpoint around the whole block
+        # would keep two (its hidden and residual inputs).
+        ckpt = True if self.grad_checkpointing and self.training and torch.is_grad_enabled() else None
         for i, (layer, o) in enumerate(zip(self.layers, orders)):
             if i == len(self.layers) - 1 and return_hidden:
                 before_last = hidden if residual is None else residual + layer.drop_path(hidden)
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                hidden, residual = torch.utils.checkpoint.checkpoint(layer, hidden, residual, o, use_reentrant=False)
-            else:
-                hidden, residual = layer(hidden, residual, o)
+            hidden, residual = layer(hidden, residual, o, recompute=ckpt)
         residual = residual + drop_path(hidden, self.drop_path_rate, self.training)
         out = self.norm_f(residual)
         return (out, before_last) if return_hidden else out

@@ -36,16 +36,28 @@ def causal_conv1d_ref(x, weight, bias=None, activation: str | None = None):
     return F.silu(out) if activation else out
 
 
-def causal_conv1d(x, weight, bias=None, activation: str | None = None, backend: str | None = None):
-    """Causal depthwise conv through the kernel chosen in ``backend.py`` (see its docstring)."""
+def causal_conv1d(x, weight, bias=None, activation: str | None = None, backend: str | None = None,
+                  *, reverse: bool = False, out: torch.Tensor | None = None):
+    """Causal depthwise conv through the kernel chosen in ``backend.py`` (see its docstring).
+
+    ``reverse``: causal along t = L-1 .. 0, i.e. ``flip(conv(flip(x)))`` (the compiled CPU kernel
+    reads x in that order; the other paths flip copies). ``out``: a (B, E, L) tensor that
+    receives the result and is returned (inference only); it may be x's own memory.
+    """
     from .backend import resolve_conv
+    from .selective_scan import check_out
 
     _check(x, weight, bias, activation)
+    check_out(out, x, x, weight, bias)
     name = resolve_conv(backend, x.device, weight.shape[1])
     if name == "cpu":
         from .cpu_kernel import causal_conv1d_cpu
-        return causal_conv1d_cpu(x, weight, bias, activation)
+        return causal_conv1d_cpu(x, weight, bias, activation, reverse=reverse, out=out)
     if name == "cuda":
-        from .scan_cuda import causal_conv1d_cuda
-        return causal_conv1d_cuda(x, weight, bias, activation)
-    return causal_conv1d_ref(x, weight, bias, activation)
+        from .scan_cuda import causal_conv1d_cuda as fn
+    else:
+        fn = causal_conv1d_ref
+    res = fn(x.flip(-1) if reverse else x, weight, bias, activation)
+    if reverse:
+        res = res.flip(-1)
+    return res if out is None else out.copy_(res)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["selective_scan", "selective_scan_ref", "check_scan_args"]
+__all__ = ["selective_scan", "selective_scan_ref", "check_scan_args", "check_out"]
 
 
 def _expand_groups(X: torch.Tensor, E: int) -> torch.Tensor:
@@ -71,6 +71,17 @@ def check_scan_args(u, delta, A, B, C, D=None, z=None, delta_bias=None) -> None:
             raise ValueError(f"{name} must have shape (E,) = ({E},), got {_shape(t)}")
 
 
+def check_out(out, like: torch.Tensor, *inputs) -> None:
+    """The ops' ``out=`` contract: ``like``'s shape, and no autograd through any of ``inputs``
+    (an op that overwrites memory it may have read cannot be differentiated)."""
+    if out is None:
+        return
+    if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in inputs):
+        raise ValueError("out= is for inference: it cannot be used while autograd records the op")
+    if out.shape != like.shape:
+        raise ValueError(f"out must have shape {tuple(like.shape)}, got {tuple(out.shape)}")
+
+
 def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                        return_last_state=False):
     """Sequential reference. Slow but obviously right; every fast path is tested against it.
@@ -104,21 +115,44 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     return (out, h) if return_last_state else out
 
 
+def _flip(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.flip(-1)
+
+
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   return_last_state=False, backend: str | None = None):
+                   return_last_state=False, backend: str | None = None, *, reverse: bool = False,
+                   out: torch.Tensor | None = None):
     """Selective scan through the backend chosen by :func:`videomamba.ops.backend.resolve`.
 
     ``backend``: None (``$VIDEOMAMBA_SCAN_BACKEND`` or ``auto``), ``auto``, ``ref``, ``torch``,
     ``cpu`` or ``cuda``. Returns out (B, E, L) in u's dtype, and with ``return_last_state`` also
     the fp32 state after the last step, (B, E, N).
+
+    ``reverse``: the recurrence runs from t = L-1 down to 0, i.e. ``flip(scan(flip(inputs)))``
+    along L (the last state is then the one at t = 0). The compiled CPU kernel reads its inputs
+    in that order; the other backends flip copies.
+    ``out``: a (B, E, L) tensor that receives the result and is returned (inference only; an
+    error under autograd). It may share memory with u, delta or z, which are then overwritten:
+    the mixer's inference path reuses buffers it no longer needs this way.
     """
-    from .backend import get_scan_impl
+    from .backend import get_scan_impl, resolve
 
     check_scan_args(u, delta, A, B, C, D, z, delta_bias)
+    check_out(out, u, u, delta, A, B, C, D, z, delta_bias)
     impl = get_scan_impl(backend, u)
     if u.shape[-1] == 0:  # nothing to scan; the kernels' loops assume L >= 1
-        out = u.new_zeros(u.shape)
+        res = u.new_zeros(u.shape) if out is None else out
         last = u.new_zeros(u.shape[0], u.shape[1], A.shape[1], dtype=torch.float32)
-        return (out, last) if return_last_state else out
-    return impl(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
-                return_last_state=return_last_state)
+        return (res, last) if return_last_state else res
+    kw = dict(delta_softplus=delta_softplus, return_last_state=return_last_state)
+    if resolve(backend, u.device) == "cpu":
+        return impl(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, reverse=reverse, out=out, **kw)
+    if reverse:
+        u, delta, B, C, z = _flip(u), _flip(delta), _flip(B), _flip(C), _flip(z)
+    res = impl(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, **kw)
+    res, last = res if return_last_state else (res, None)
+    if reverse:
+        res = res.flip(-1)
+    if out is not None:
+        res = out.copy_(res)
+    return (res, last) if return_last_state else res

@@ -18,6 +18,10 @@
 // saturates to 0 / inf and propagates NaN (no -ffast-math). Denormals are flushed inside the
 // kernel: decaying states would otherwise hit ~100-cycle microcode assists on x86.
 //
+// Direction: with `reverse` the recurrence visits t = L-1 .. 0 (the result equals flipping every
+// (.., L) input, scanning and flipping the output back, without the flipped copies). Tiles are
+// then visited last to first and each tile back to front; the per-step maths is unchanged.
+//
 // Memory: the backward gets only the inputs. It recomputes the states: a first pass keeps the
 // state at each tile boundary (L / T * N floats per channel), then tiles are replayed in reverse,
 // each one recomputed into (T, N) buffers of states and decays that stay in L2.
@@ -230,7 +234,10 @@ inline void store_tile(float* dst, const vf* src, int64_t L, int nl, int tc) {
 struct Problem {
   int64_t Bsz, E, L, N, G, Eg, nblk;  // nblk: W-channel blocks per group
   const float *u, *delta, *A, *Bt, *Ct, *D, *z, *bias;  // Bt, Ct: (Bsz, G, L, N)
-  bool softplus;
+  bool softplus, reverse;
+  // Visiting order: the i-th tile visited and the i-th step within a tile of tc steps.
+  int64_t tile(int64_t i, int64_t ntiles) const { return reverse ? ntiles - 1 - i : i; }
+  int pos(int i, int tc) const { return reverse ? tc - 1 - i : i; }
 };
 
 // Per-thread buffers, reused across work items. Lanes >= nl of the input tiles stay zero, so
@@ -332,13 +339,17 @@ void forward_item(const Problem& P, int64_t b, int64_t g, int64_t e0, int nl, fl
   const float* Bt = P.Bt + (b * P.G + g) * L * N;
   const float* Ct = P.Ct + (b * P.G + g) * L * N;
   const Lanes c = setup_block(P, e0, nl, S);
+  const int64_t nck = (L + T - 1) / T;
   vf* h = S.h.data();
   std::fill(S.h.begin(), S.h.end(), vf{});
-  for (int64_t t0 = 0; t0 < L; t0 += T) {
+  // Every tile of u, delta and z is loaded before its outputs are stored: out may alias them.
+  for (int64_t i = 0; i < nck; ++i) {
+    const int64_t t0 = P.tile(i, nck) * T;
     const int tc = static_cast<int>(std::min<int64_t>(T, L - t0));
     prepare_tile(P, row0, t0, nl, tc, c, S, false);
     if (P.z) load_tile(S.z.data(), P.z + row0 + t0, L, nl, tc);
-    for (int t = 0; t < tc; ++t) {
+    for (int j = 0; j < tc; ++j) {
+      const int t = P.pos(j, tc);
       vf y = step<false>(h, S.al2.data(), S.d[t], S.du[t], Bt + (t0 + t) * N, Ct + (t0 + t) * N, N,
                   nullptr, nullptr);
       y += c.D * S.u[t];
@@ -374,18 +385,21 @@ void backward_item(const Problem& P, const Grads& Gr, int64_t b, int64_t g, int6
   vf* gs = S.g.data();
   vf* al2 = S.al2.data();
 
-  // Pass 1: states at tile starts.
+  // Pass 1: the state entering each tile (in visiting order), ck[k] for tile k.
   std::fill(S.h.begin(), S.h.end(), vf{});
-  for (int64_t k = 0; k < nck; ++k) {
-    const int64_t t0 = k * T;
+  for (int64_t i = 0; i < nck; ++i) {
+    const int64_t k = P.tile(i, nck), t0 = k * T;
     const int tc = static_cast<int>(std::min<int64_t>(T, L - t0));
     std::copy(h, h + N, S.ck.begin() + k * N);
     prepare_tile(P, row0, t0, nl, tc, c, S, false);
-    for (int t = 0; t < tc; ++t) step_state(h, al2, S.d[t], S.du[t], Bt + (t0 + t) * N, N);
+    for (int j = 0; j < tc; ++j) {
+      const int t = P.pos(j, tc);
+      step_state(h, al2, S.d[t], S.du[t], Bt + (t0 + t) * N, N);
+    }
   }
 
-  // Pass 2: tiles in reverse. gs carries exp(d_{t+1} A) * dL/dh_{t+1}; it starts at dL/dh_{L-1}
-  // from the last state's gradient.
+  // Pass 2: tiles against the visiting order. gs carries exp(d_{t+1} A) * dL/dh_{t+1} (t + 1:
+  // the next step visited); it starts at the last state's gradient.
   for (int64_t n = 0; n < N; ++n) {
     vf v{};
     if (Gr.dlast)
@@ -394,19 +408,22 @@ void backward_item(const Problem& P, const Grads& Gr, int64_t b, int64_t g, int6
     S.dA[n] = vf{};
   }
   vf dD{}, dbias{};
-  for (int64_t k = nck - 1; k >= 0; --k) {
-    const int64_t t0 = k * T;
+  for (int64_t i = nck - 1; i >= 0; --i) {
+    const int64_t k = P.tile(i, nck), t0 = k * T;
     const int tc = static_cast<int>(std::min<int64_t>(T, L - t0));
     prepare_tile(P, row0, t0, nl, tc, c, S, true);
     if (P.z) load_tile(S.z.data(), P.z + row0 + t0, L, nl, tc);
     load_tile(S.dout.data(), Gr.dout + row0 + t0, L, nl, tc);
     // Recompute states h_t and decays a_t of this tile; y (before the gate) is needed for dz.
     std::copy(S.ck.begin() + k * N, S.ck.begin() + (k + 1) * N, h);
-    for (int t = 0; t < tc; ++t)
+    for (int j = 0; j < tc; ++j) {
+      const int t = P.pos(j, tc);
       S.y[t] = step<true>(h, al2, S.d[t], S.du[t], Bt + (t0 + t) * N, Ct + (t0 + t) * N, N,
-                    S.as.data() + t * N, S.hs.data() + t * N) +
+                          S.as.data() + t * N, S.hs.data() + t * N) +
                c.D * S.u[t];
-    for (int t = tc - 1; t >= 0; --t) {
+    }
+    for (int j = tc - 1; j >= 0; --j) {
+      const int t = P.pos(j, tc);
       const vf d = S.d[t], du = S.du[t], u = S.u[t];
       vf dy = S.dout[t];
       if (P.z) {
@@ -419,7 +436,8 @@ void backward_item(const Problem& P, const Grads& Gr, int64_t b, int64_t g, int6
       const float* ct = Ct + (t0 + t) * N;
       const vf* hs = S.hs.data() + t * N;
       const vf* as = S.as.data() + t * N;
-      const vf* hp = t > 0 ? S.hs.data() + (t - 1) * N : S.ck.data() + k * N;
+      // the state before this step: the previous step visited, or the tile's entry state
+      const vf* hp = j > 0 ? S.hs.data() + P.pos(j - 1, tc) * N : S.ck.data() + k * N;
       vf* rb = S.rb.data();
       vf* rc = S.rc.data();
       vf sbu0{}, sbu1{}, sda0{}, sda1{};
@@ -512,7 +530,7 @@ struct Prepared {
 Prepared prepare(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
                  const at::Tensor& B, const at::Tensor& C, const std::optional<at::Tensor>& D,
                  const std::optional<at::Tensor>& z, const std::optional<at::Tensor>& bias,
-                 bool softplus) {
+                 bool softplus, bool reverse) {
   TORCH_CHECK(u.dim() == 3 && B.dim() == 4 && C.dim() == 4 && A.dim() == 2,
               "selective_scan_cpu: expects u (B,E,L), A (E,N), B and C (B,G,N,L)");
   TORCH_CHECK(u.device().is_cpu(), "selective_scan_cpu: CPU tensors only");
@@ -529,6 +547,7 @@ Prepared prepare(const at::Tensor& u, const at::Tensor& delta, const at::Tensor&
   P.Bt = r.Bt.data_ptr<float>(), P.Ct = r.Ct.data_ptr<float>();
   P.D = opt_ptr(D, r.D), P.z = opt_ptr(z, r.z), P.bias = opt_ptr(bias, r.bias);
   P.softplus = softplus;
+  P.reverse = reverse;
   return r;
 }
 
@@ -569,11 +588,22 @@ std::vector<at::Tensor> scan_fwd(const at::Tensor& u, const at::Tensor& delta,
                                  const std::optional<at::Tensor>& D,
                                  const std::optional<at::Tensor>& z,
                                  const std::optional<at::Tensor>& bias, bool softplus,
-                                 bool return_last_state) {
-  Prepared r = prepare(u, delta, A, B, C, D, z, bias, softplus);
+                                 bool return_last_state, bool reverse,
+                                 const std::optional<at::Tensor>& out_buffer) {
+  Prepared r = prepare(u, delta, A, B, C, D, z, bias, softplus, reverse);
   const Problem& P = r.P;
   auto opts = u.options().dtype(at::kFloat);
-  at::Tensor out = at::empty({P.Bsz, P.E, P.L}, opts);
+  // out_buffer: fp32 (Bsz, E, L) contiguous memory for the result, which may be u's, delta's or
+  // z's own (inference overwrites an input it no longer needs instead of allocating).
+  at::Tensor out;
+  if (out_buffer.has_value() && out_buffer->defined()) {
+    out = *out_buffer;
+    TORCH_CHECK(out.scalar_type() == at::kFloat && out.is_contiguous() &&
+                    out.sizes() == at::IntArrayRef({P.Bsz, P.E, P.L}),
+                "selective_scan_cpu: out must be fp32, contiguous, of u's shape");
+  } else {
+    out = at::empty({P.Bsz, P.E, P.L}, opts);
+  }
   at::Tensor last = return_last_state ? at::zeros({P.Bsz, P.E, P.N}, opts) : at::Tensor();
   float* outp = out.data_ptr<float>();
   float* lastp = return_last_state ? last.data_ptr<float>() : nullptr;
@@ -583,7 +613,7 @@ std::vector<at::Tensor> scan_fwd(const at::Tensor& u, const at::Tensor& delta,
     item_coords(P, i, b, g, e0, nl);
     forward_item(P, b, g, e0, nl, outp, lastp, S);
   });
-  out = out.to(u.scalar_type());
+  if (!out_buffer.has_value() || !out_buffer->defined()) out = out.to(u.scalar_type());
   return {out, last};
 }
 
@@ -594,8 +624,9 @@ std::vector<at::Tensor> scan_bwd(const at::Tensor& u, const at::Tensor& delta,
                                  const std::optional<at::Tensor>& D,
                                  const std::optional<at::Tensor>& z,
                                  const std::optional<at::Tensor>& bias, bool softplus,
-                                 const at::Tensor& dout, const std::optional<at::Tensor>& dlast) {
-  Prepared r = prepare(u, delta, A, B, C, D, z, bias, softplus);
+                                 const at::Tensor& dout, const std::optional<at::Tensor>& dlast,
+                                 bool reverse) {
+  Prepared r = prepare(u, delta, A, B, C, D, z, bias, softplus, reverse);
   const Problem& P = r.P;
   auto opts = u.options().dtype(at::kFloat);
   const int64_t threads = worker_count(P);  // one dB / dC partial per worker
@@ -657,16 +688,23 @@ std::vector<at::Tensor> scan_bwd(const at::Tensor& u, const at::Tensor& delta,
 
 // ---------------------------------------------------------------------------------------------
 // Causal depthwise conv1d with optional SiLU, x (Bsz, E, L), w (E, K):
-//   out[e, t] = act(bias[e] + sum_k w[e, k] x[e, t - K + 1 + k]).
+//   out[e, t] = act(bias[e] + sum_k w[e, k] x[e, t - K + 1 + k]),
+// or with `reverse` (causal along t = L-1 .. 0, i.e. flip, conv, flip back without the copies):
+//   out[e, t] = act(bias[e] + sum_k w[e, k] x[e, t + K - 1 - k]).
 // One row (b, e) per task; the backward recomputes the pre-activation.
 
-// s <- bias + causal conv of one row (zeros before t = 0).
-inline void conv_row(const float* x, const float* w, float bias, int64_t K, int64_t L, float* s) {
+// s <- bias + causal conv of one row (zeros outside [0, L)); the same additions in the same
+// order in both directions.
+inline void conv_row(const float* x, const float* w, float bias, int64_t K, int64_t L, bool reverse,
+                     float* s) {
   std::fill(s, s + L, bias);
   for (int64_t k = 0; k < K; ++k) {
     const int64_t shift = K - 1 - k;
     const float wk = w[k];
-    for (int64_t t = shift; t < L; ++t) s[t] += wk * x[t - shift];
+    if (reverse)
+      for (int64_t t = 0; t + shift < L; ++t) s[t] += wk * x[t + shift];
+    else
+      for (int64_t t = shift; t < L; ++t) s[t] += wk * x[t - shift];
   }
 }
 
@@ -699,32 +737,70 @@ inline float dot(const float* a, const float* b, int64_t n) {
   return r;
 }
 
+// out_buffer: as the scan's, fp32 (Bsz, E, L) contiguous memory for the result; it may be x's
+// own (each row is computed into a scratch row first).
+// dot(a, b, n) of the arrays read back to front, a[n-1], a[n-2], ...: the same lanes and the same
+// order of additions as `dot` on flipped copies, so the reverse conv's dw / db equal flip ->
+// conv -> flip's bit for bit.
+inline float dot_rev(const float* a, const float* b, int64_t n) {
+  auto load_rev = [](const float* p) {  // lane w <- p[W - 1 - w]
+    vf v;
+    std::memcpy(&v, p, sizeof v);
+#ifdef VM_HAS_SHUFFLEVECTOR
+    return __builtin_shufflevector(v, v, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+#else
+    vf r;
+    for (int w = 0; w < W; ++w) r[w] = v[W - 1 - w];
+    return r;
+#endif
+  };
+  vf acc{};
+  int64_t t = 0;
+  for (; t + W <= n; t += W) {
+    const vf va = load_rev(a + n - t - W);
+    const vf vb = b ? load_rev(b + n - t - W) : splat(1.f);
+    acc += va * vb;
+  }
+  float r = 0.f;
+  for (int w = 0; w < W; ++w) r += acc[w];
+  for (; t < n; ++t) r += a[n - 1 - t] * (b ? b[n - 1 - t] : 1.f);
+  return r;
+}
+
 at::Tensor conv_fwd(const at::Tensor& x, const at::Tensor& weight,
-                    const std::optional<at::Tensor>& bias, bool silu) {
+                    const std::optional<at::Tensor>& bias, bool silu, bool reverse,
+                    const std::optional<at::Tensor>& out_buffer) {
   TORCH_CHECK(x.dim() == 3 && weight.dim() == 2 && x.size(1) == weight.size(0),
               "causal_conv1d_cpu: expects x (B,E,L) and weight (E,K)");
   const at::Tensor xf = f32(x), wf = f32(weight);
   at::Tensor bkeep;
   const float* bp = opt_ptr(bias, bkeep);
   const int64_t Bsz = x.size(0), E = x.size(1), L = x.size(2), K = weight.size(1);
-  at::Tensor out = at::empty({Bsz, E, L}, x.options().dtype(at::kFloat));
+  const bool given = out_buffer.has_value() && out_buffer->defined();
+  at::Tensor out = given ? *out_buffer : at::empty({Bsz, E, L}, x.options().dtype(at::kFloat));
+  TORCH_CHECK(out.scalar_type() == at::kFloat && out.is_contiguous() &&
+                  out.sizes() == at::IntArrayRef({Bsz, E, L}),
+              "causal_conv1d_cpu: out must be fp32, contiguous, of x's shape");
   const float *xp = xf.data_ptr<float>(), *wp = wf.data_ptr<float>();
   float* op = out.data_ptr<float>();
   at::parallel_for(0, Bsz * E, 16, [&](int64_t begin, int64_t end) {
+    std::vector<float> s(L);
     for (int64_t r = begin; r < end; ++r) {
       const int64_t e = r % E;
-      float* s = op + r * L;
-      conv_row(xp + r * L, wp + e * K, bp ? bp[e] : 0.f, K, L, s);
-      if (silu) map_row(s, s, L, [](vf v, int64_t, int64_t) { return v * vsigmoid(v); });
+      conv_row(xp + r * L, wp + e * K, bp ? bp[e] : 0.f, K, L, reverse, s.data());
+      if (silu)
+        map_row(op + r * L, s.data(), L, [](vf v, int64_t, int64_t) { return v * vsigmoid(v); });
+      else
+        std::copy(s.begin(), s.end(), op + r * L);
     }
   });
-  return out.to(x.scalar_type());
+  return given ? out : out.to(x.scalar_type());
 }
 
 // -> fp32 (dx, dweight, dbias or undefined)
 std::vector<at::Tensor> conv_bwd(const at::Tensor& x, const at::Tensor& weight,
                                  const std::optional<at::Tensor>& bias, bool silu,
-                                 const at::Tensor& dout) {
+                                 const at::Tensor& dout, bool reverse) {
   const at::Tensor xf = f32(x), wf = f32(weight), gf = f32(dout);
   at::Tensor bkeep;
   const float* bp = opt_ptr(bias, bkeep);
@@ -741,7 +817,7 @@ std::vector<at::Tensor> conv_bwd(const at::Tensor& x, const at::Tensor& weight,
       const float* xr = xp + r * L;
       const float* gr = gp + r * L;
       if (silu) {
-        conv_row(xr, wp + e * K, bp ? bp[e] : 0.f, K, L, ds.data());
+        conv_row(xr, wp + e * K, bp ? bp[e] : 0.f, K, L, reverse, ds.data());
         map_row(ds.data(), ds.data(), L, [&](vf v, int64_t t, int64_t n) {
           vf g{};
           std::memcpy(&g, gr + t, n * sizeof(float));
@@ -753,12 +829,17 @@ std::vector<at::Tensor> conv_bwd(const at::Tensor& x, const at::Tensor& weight,
       }
       float* dxr = dxp + r * L;
       std::fill(dxr, dxr + L, 0.f);
-      dbp[r] = dot(ds.data(), nullptr, L);
+      dbp[r] = reverse ? dot_rev(ds.data(), nullptr, L) : dot(ds.data(), nullptr, L);
       for (int64_t k = 0; k < K; ++k) {
         const int64_t shift = K - 1 - k;
         const float wk = wp[e * K + k];
-        for (int64_t t = shift; t < L; ++t) dxr[t - shift] += wk * ds[t];
-        dwp[r * K + k] = dot(ds.data() + shift, xr, L - shift);
+        if (reverse) {
+          for (int64_t t = 0; t + shift < L; ++t) dxr[t + shift] += wk * ds[t];
+          dwp[r * K + k] = dot_rev(ds.data(), xr + shift, L - shift);
+        } else {
+          for (int64_t t = shift; t < L; ++t) dxr[t - shift] += wk * ds[t];
+          dwp[r * K + k] = dot(ds.data() + shift, xr, L - shift);
+        }
       }
     }
   });
