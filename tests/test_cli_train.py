@@ -167,6 +167,8 @@ def test_overrides_anywhere_keep_their_order_and_reach_every_command(capsys):
     assert a.overrides == ["a.b=1", "c.d=2", "e.f=3"] and (a.config, a.out) == ("demo", "x")
     a = p.parse_args(["train", "--resume", "a.b=1"])                    # bare --resume, then an override
     assert (a.resume, a.overrides) == ("auto", ["a.b=1"])
+    a = p.parse_args(["pretrain", "--res", "a.b=1", "-c", "demo"])      # an abbreviation, another command
+    assert (a.resume, a.overrides, a.config) == ("auto", ["a.b=1"], "demo")
     a = p.parse_args(["train", "--resume", "runs/x/step_1.pt", "a.b=1"])
     assert (a.resume, a.overrides) == ("runs/x/step_1.pt", ["a.b=1"])
     a = p.parse_args(["predict", "a.mp4", "-k", "m", "b.mp4"])            # other positionals too

@@ -53,7 +53,9 @@ class Parser(argparse.ArgumentParser):
             args = sys.argv[1:]
         args = self._split_optional_values(list(args))
         positionals = self._get_positional_actions()
-        if self._intermixing or any(a.nargs in (argparse.PARSER, argparse.REMAINDER) for a in positionals):
+        unsupported = (any(a.nargs in (argparse.PARSER, argparse.REMAINDER) for a in positionals) or
+                       any(a in positionals for g in self._mutually_exclusive_groups for a in g._group_actions))
+        if self._intermixing or unsupported:
             return super().parse_known_args(args, namespace)
         # Python < 3.13 implements parse_known_intermixed_args with two calls of parse_known_args
         self._intermixing = True
@@ -65,17 +67,26 @@ class Parser(argparse.ArgumentParser):
     def _split_optional_values(self, args: list[str]) -> list[str]:
         if self._intermixing or not any(a.dest == "overrides" for a in self._get_positional_actions()):
             return args
-        optional = {s: a for a in self._actions if a.nargs == argparse.OPTIONAL and isinstance(a.const, str)
-                    for s in a.option_strings if s.startswith("--")}
         out: list[str] = []
         for i, a in enumerate(args):
             if a == "--":
                 return out + args[i:]
             nxt = args[i + 1] if i + 1 < len(args) else None
-            if a in optional and nxt is not None and _OVERRIDE.match(nxt) and not os.path.exists(nxt):
-                a = f"{a}={optional[a].const}"
+            if nxt is not None and _OVERRIDE.match(nxt) and not os.path.exists(nxt):
+                action = self._long_option(a)
+                if action is not None and action.nargs == argparse.OPTIONAL and isinstance(action.const, str):
+                    a = f"{a}={action.const}"
             out.append(a)
         return out
+
+    def _long_option(self, arg: str) -> argparse.Action | None:
+        """The action of ``--name`` (or of a unique abbreviation, as argparse allows)."""
+        if not arg.startswith("--") or "=" in arg:
+            return None
+        if arg in self._option_string_actions:
+            return self._option_string_actions[arg]
+        hits = {a for s, a in self._option_string_actions.items() if s.startswith(arg)} if self.allow_abbrev else set()
+        return hits.pop() if len(hits) == 1 else None
 
 
 def build_parser() -> argparse.ArgumentParser:

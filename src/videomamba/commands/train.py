@@ -11,11 +11,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                 "  videomamba train -c demo data.train=train.csv data.val=val.csv data.root=videos\n"
                 "  videomamba train -c k400_tiny.yaml --pretrained videomamba_t16_in1k_res224.pth\n"
                 "  videomamba train -c run/config.yaml --resume            # continue run/ where it stopped\n"
+                "  videomamba train -c run/config.yaml --resume optim.epochs=60   # ... and train longer\n"
                 "  videomamba train -c demo ... --distill-teacher runs/teacher/model --distill-weight 1.0\n"
                 "  videomamba train -c demo ... --pretrained runs/pretrain/model   # fine-tune a pretrained encoder\n"
                 "  torchrun --nproc_per_node 2 -m videomamba train -c my.yaml  # DDP (gloo on CPU, nccl on CUDA)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="config overrides such as optim.lr=1e-3 data.batch_size=16 (values parsed as YAML)")
+                   help="config overrides such as optim.lr=1e-3 data.batch_size=16 (values parsed as YAML), "
+                        "anywhere among the options; later ones win, and options such as --epochs win over them")
     p.add_argument("-c", "--config", default=None,
                    help="YAML file or packaged config name (see --list-configs); default: built-in defaults")
     p.add_argument("-o", "--out", default=None, help="output directory (train.out_dir)")
