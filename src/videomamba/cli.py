@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# Commands that run models for long: they fix glibc's malloc mmap threshold first (runtime.py).
+LONG_JOBS = {"train", "pretrain", "eval", "predict", "demo", "analyze", "benchmark"}
+
+
 class CLIError(Exception):
     """A user-facing error: printed without a traceback, exit status 2."""
 
@@ -109,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    if args.command in LONG_JOBS:
+        from .runtime import tune_malloc
+        tune_malloc()
     module = importlib.import_module(f"videomamba.commands.{args._module}")
     try:
         return int(module.run(args) or 0)

@@ -34,6 +34,8 @@ import colorsys
 import fractions
 import json
 import logging
+import multiprocessing
+import os
 import zlib
 from pathlib import Path
 
@@ -242,13 +244,20 @@ def write_mp4(path, video: np.ndarray, fps: int = 8, crf: int = 17) -> None:
                 container.mux(packet)
 
 
+def _write_one(task) -> None:
+    path, name, i, frames, size, seed, fps = task
+    write_mp4(path, render_class_video(name, i, frames, size, seed), fps=fps)
+
+
 def make_synthetic(out_dir, classes=None, per_class: int = 40, frames: int = 16, size: int = 64, seed: int = 0,
-                   val_fraction: float = 0.25, fps: int = 8, progress: bool = False) -> dict:
+                   val_fraction: float = 0.25, fps: int = 8, progress: bool = False,
+                   workers: int | None = 1) -> dict:
     """Write ``out_dir/videos/<class>/<class>_NNN.mp4``, ``train.csv``, ``val.csv`` (``path,label`` with
     paths relative to ``out_dir``), ``classes.txt`` (line i = class i) and ``meta.json``.
 
     The last ``round(per_class * val_fraction)`` videos of each class go to validation. Returns
-    ``dict(train=Path, val=Path, classes=Path, root=Path, meta=Path)``.
+    ``dict(train=Path, val=Path, classes=Path, root=Path, meta=Path)``. ``workers``: processes that
+    render and encode (None: one per core); the files do not depend on it.
     """
     classes = list(DEFAULT_CLASSES if classes is None else classes)
     unknown = [c for c in classes if c not in CLASS_MOTIONS]
@@ -274,9 +283,22 @@ def make_synthetic(out_dir, classes=None, per_class: int = 40, frames: int = 16,
     root.mkdir(parents=True, exist_ok=True)
     train_rows, val_rows = [], []
     jobs = [(label, name, i) for label, name in enumerate(classes) for i in range(per_class)]
-    for label, name, i in tqdm(jobs, desc="synthetic videos", unit="video", disable=not progress):
-        rel = f"videos/{name}/{name}_{i:03d}.mp4"
-        write_mp4(root / rel, render_class_video(name, i, frames, size, seed), fps=fps)
+    rels = [f"videos/{name}/{name}_{i:03d}.mp4" for _, name, i in jobs]
+    tasks = [(root / rel, name, i, frames, size, seed, fps) for rel, (_, name, i) in zip(rels, jobs)]
+    workers = min(len(tasks), os.cpu_count() or 1) if workers is None else max(1, int(workers))
+    bar = tqdm(total=len(tasks), desc="synthetic videos", unit="video", disable=not progress)
+    if workers == 1:
+        for t in tasks:
+            _write_one(t)
+            bar.update()
+    else:
+        # every video is a pure function of (class, index, seed): the bytes do not depend on the workers
+        ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+        with ctx.Pool(workers) as pool:
+            for _ in pool.imap_unordered(_write_one, tasks, chunksize=8):
+                bar.update()
+    bar.close()
+    for rel, (label, _, i) in zip(rels, jobs):
         (val_rows if i >= per_class - n_val else train_rows).append(f"{rel},{label}\n")
     out = {"train": root / "train.csv", "val": root / "val.csv", "classes": root / "classes.txt",
            "root": root, "meta": root / "meta.json"}

@@ -70,7 +70,8 @@ def run_demo(out_dir: str | Path = "videomamba-demo", *, epochs: int | None = No
                 "root": data_dir}
     else:
         log(f"[1/4] writing the synthetic dataset to {data_dir} ...")
-        data = make_synthetic(data_dir, per_class=per_class, frames=frames, size=size, seed=seed, progress=True)
+        data = make_synthetic(data_dir, per_class=per_class, frames=frames, size=size, seed=seed, progress=True,
+                              workers=None)
         meta = json.loads(meta_path.read_text())
     t_data = time.time() - t0
     classes = meta["classes"]

@@ -1,0 +1,68 @@
+"""Process-wide settings for long jobs: glibc malloc's mmap threshold.
+
+glibc serves an allocation from its heap unless it is at least the *mmap threshold*, which
+starts at 128 KiB and, each time an mmapped block is freed, rises to that block's size (up to
+32 MiB). After the first large frees, tensors of a few MB to 32 MB therefore live in the heap;
+the heap only shrinks from its top, so when long-lived tensors (activations saved for backward,
+the residual stream) sit between short-lived ones, the freed memory stays charged to the
+process. A VideoMamba training step at 64 frames measured 2.6-3.8 GB peak RSS for 0.45 GB of
+live tensors (benchmarks/README.md). A fixed threshold of 64 KiB (the same as starting with
+``MALLOC_MMAP_THRESHOLD_=65536``) gives every tensor its own mapping, returned to the system on
+free: peak RSS then follows the live tensors, for a time cost within the noise of a step.
+
+:func:`tune_malloc` is called by the ``videomamba`` commands that run models for long (train,
+pretrain, eval, predict, demo, analyze, benchmark) and by every benchmark child, ours and the
+peers alike. Opt out with ``VIDEOMAMBA_NO_MALLOC_TUNE=1``; a ``MALLOC_MMAP_THRESHOLD_`` (or
+``glibc.malloc.mmap_threshold`` tunable) already in the environment is left to glibc.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+MMAP_THRESHOLD = 64 * 1024
+OPT_OUT_ENV = "VIDEOMAMBA_NO_MALLOC_TUNE"
+_M_MMAP_THRESHOLD = -3  # <malloc.h>
+
+_state: str | None = None
+
+
+def _glibc():
+    """The C library if it is glibc (it has mallopt and gnu_get_libc_version), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018 - musl and others lack it
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+def tune_malloc() -> str:
+    """Fix glibc's mmap threshold at 64 KiB for this process (once); returns what is in effect.
+
+    The answer, also recorded by the benchmark children: ``mallopt M_MMAP_THRESHOLD=65536``,
+    ``environment: ...`` (the user's own setting, untouched), ``default: opted out``,
+    ``default: not glibc`` or ``default: mallopt failed``.
+    """
+    global _state
+    if _state is not None:
+        return _state
+    env = os.environ
+    if env.get(OPT_OUT_ENV, "").strip() not in ("", "0"):
+        _state = f"default: opted out ({OPT_OUT_ENV})"
+    elif "MALLOC_MMAP_THRESHOLD_" in env:
+        _state = f"environment: MALLOC_MMAP_THRESHOLD_={env['MALLOC_MMAP_THRESHOLD_']}"
+    elif "glibc.malloc.mmap_threshold" in env.get("GLIBC_TUNABLES", ""):
+        _state = f"environment: GLIBC_TUNABLES={env['GLIBC_TUNABLES']}"
+    else:
+        libc = _glibc()
+        if libc is None:
+            _state = "default: not glibc"
+        elif libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1:
+            _state = f"mallopt M_MMAP_THRESHOLD={MMAP_THRESHOLD}"
+        else:
+            _state = "default: mallopt failed"
+    return _state
