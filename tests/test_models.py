@@ -1,6 +1,7 @@
 """Backbone: presets, switches, API, resampling, scan orders (with hand-computed permutations)."""
 import pytest
 import torch
+import torch.utils.checkpoint
 
 import videomamba as vm
 from videomamba.layers import FULL_FLIP, BiMambaMixer, ScanOrder
@@ -133,15 +134,33 @@ def test_mixer_inference_path_matches_autograd_path(batch, merge):
 
 @pytest.mark.parametrize("kw", [{}, dict(scan_order="spatiotemporal_v2", backward_order="temporal_reversal")])
 def test_model_inference_path_matches_autograd_path(kw):
-    """Without autograd the blocks add into the residual stream in place: same logits, and the
-    caller's input is untouched."""
+    """Without autograd the mixers reuse their buffers and, under inference_mode, the blocks add
+    into the residual stream in place: the same logits, and the caller's input is untouched."""
     m = small(**kw).eval()
     x = torch.randn(2, 3, 4, 32, 32)
     before = x.clone()
     expected = m(x)
-    with torch.inference_mode():
-        torch.testing.assert_close(m(x), expected, rtol=0, atol=0)
+    for ctx in (torch.no_grad, torch.inference_mode):
+        with ctx():
+            torch.testing.assert_close(m(x), expected, rtol=0, atol=0)
     assert torch.equal(x, before)
+
+
+def test_blocks_replay_under_a_reentrant_checkpoint():
+    """A reentrant checkpoint runs each block first under no_grad, then again in backward on the
+    same inputs: nothing the block does without autograd may change them."""
+    m = small().train()
+    x = torch.randn(1, 3, 4, 32, 32)
+    m(x).square().sum().backward()
+    expected = {n: p.grad.clone() for n, p in m.named_parameters()}
+    m.zero_grad()
+    plain = [layer.forward for layer in m.layers]
+    for layer, fwd in zip(m.layers, plain):
+        layer.forward = lambda *a, _f=fwd, **k: torch.utils.checkpoint.checkpoint(
+            lambda *b: _f(*b, **k), *a, use_reentrant=True)
+    m(x).square().sum().backward()
+    for n, p in m.named_parameters():
+        torch.testing.assert_close(p.grad, expected[n], msg=n)
 
 
 def test_middle_cls_position_and_mean_pool():

@@ -48,7 +48,7 @@ def order_verdict(normal: dict, shuffled: dict) -> str:
     return ": the model tells the members apart even without order (unexpected: check the data)"
 
 
-def run_demo(out_dir: str | Path = "videomamba-demo", *, epochs: int | None = None, per_class: int = 40,
+def run_demo(out_dir: str | Path = "videomamba-demo", *, epochs: int | None = None, per_class: int = 400,
              frames: int = 16, size: int = 64, seed: int = 0, device: str = "auto",
              overrides: list[str] | dict | None = None, num_predict: int = 4,
              log: Callable[[str], None] = print) -> dict:
