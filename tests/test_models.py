@@ -147,20 +147,25 @@ def test_model_inference_path_matches_autograd_path(kw):
 
 
 def test_blocks_replay_under_a_reentrant_checkpoint():
-    """A reentrant checkpoint runs each block first under no_grad, then again in backward on the
-    same inputs: nothing the block does without autograd may change them."""
+    """A reentrant checkpoint runs a block first under no_grad, then again in backward on the
+    same inputs: nothing a block does without autograd may change them."""
     m = small().train()
-    x = torch.randn(1, 3, 4, 32, 32)
-    m(x).square().sum().backward()
-    expected = {n: p.grad.clone() for n, p in m.named_parameters()}
-    m.zero_grad()
-    plain = [layer.forward for layer in m.layers]
-    for layer, fwd in zip(m.layers, plain):
-        layer.forward = lambda *a, _f=fwd, **k: torch.utils.checkpoint.checkpoint(
-            lambda *b: _f(*b, **k), *a, use_reentrant=True)
-    m(x).square().sum().backward()
-    for n, p in m.named_parameters():
-        torch.testing.assert_close(p.grad, expected[n], msg=n)
+    x = torch.randn(2, 17, 32)
+
+    def grads(call):
+        m.zero_grad()
+        tokens = x.clone().requires_grad_(True)
+        hidden, residual = tokens, None
+        for layer in m.layers:
+            hidden, residual = call(layer, hidden, residual)
+        (hidden + residual).square().sum().backward()
+        return [tokens.grad] + [p.grad.clone() for p in m.parameters() if p.grad is not None]
+
+    expected = grads(lambda layer, h, r: layer(h, r))
+    got = grads(lambda layer, h, r: torch.utils.checkpoint.checkpoint(layer, h, r, use_reentrant=True))
+    assert len(got) == len(expected) > 1
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b)
 
 
 def test_middle_cls_position_and_mean_pool():

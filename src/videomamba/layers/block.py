@@ -43,9 +43,10 @@ class DropPath(nn.Module):
 
 
 class Block(nn.Module):
-    """residual = residual + drop_path(hidden); hidden = mixer(norm(residual)).
+    """residual = residual + drop_path(hidden) (``add``); hidden = mixer(norm(residual)) (``mix``).
 
-    The residual stream is kept in fp32 (``residual_in_fp32`` in the release). A block may scan
+    ``forward`` does both; the model's loop calls them apart, to drop the previous ``hidden`` in
+    between. The residual stream is kept in fp32 (``residual_in_fp32`` in the release). A block may scan
     the tokens in more than one order (spatiotemporal v2); the outputs are averaged. Under
     ``torch.inference_mode`` the block adds into the ``residual`` it is given instead of keeping
     the old and the new stream alive at once. Only there: under plain ``no_grad`` the call may be
@@ -54,9 +55,9 @@ class Block(nn.Module):
 
     # Below this many tokens per batch (B * L) "auto" keeps the norm's and mixer's activations:
     # recomputing costs more time than the memory is worth for short clips. At 16 frames (3137
-    # tokens, VideoMamba-Ti, 2 threads) recomputing cost ~35% more time per training step and cut
-    # the step's peak RSS from 1456 to 588 MB, below joint-attention ViT-Ti's; 8 frames (1569
-    # tokens) keep everything.
+    # tokens, VideoMamba-Ti, 2 threads, malloc mmap threshold fixed) recomputing cost ~35% more
+    # time per training step and cut the step's peak RSS from 1456 to 588 MB, below
+    # joint-attention ViT-Ti's (about 1 GB); 8 frames (1569 tokens) keep everything.
     RECOMPUTE_MIN_TOKENS = 2048
 
     def __init__(self, dim: int, mixer: BiMambaMixer, drop_path: float = 0.0, eps: float = 1e-5,
@@ -67,6 +68,17 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path)
         self.mixer_recompute = mixer_recompute
 
+    def add(self, hidden, residual):
+        """The residual stream entering this block: residual + drop_path(hidden), fp32; the first
+        block (residual None) takes ``hidden`` as the stream."""
+        if residual is None:
+            residual = hidden
+        elif torch.is_inference_mode_enabled():
+            residual = residual.add_(self.drop_path(hidden))
+        else:
+            residual = residual + self.drop_path(hidden)
+        return residual.float()
+
     def _norm_mix(self, residual, orders):
         h = self.norm(residual)
         out = self.mixer(h, orders[0])
@@ -74,18 +86,13 @@ class Block(nn.Module):
             out = out + self.mixer(h, o)
         return out / len(orders) if len(orders) > 1 else out
 
-    def forward(self, hidden, residual, orders: tuple[ScanOrder, ...] = (FULL_FLIP,),
-                recompute: bool | None = None):
-        """-> (hidden, residual). ``recompute``: True / False forces the memory-light backward
-        on / off (the model's ``grad_checkpointing`` forces it on); None follows
-        ``mixer_recompute``."""
-        if residual is None:
-            residual = hidden
-        elif torch.is_inference_mode_enabled():
-            residual = residual.add_(self.drop_path(hidden))
-        else:
-            residual = residual + self.drop_path(hidden)
-        residual = residual.float()
+    def mix(self, residual, orders: tuple[ScanOrder, ...] = (FULL_FLIP,),
+            recompute: bool | None = None):
+        """The block's output (the next ``hidden``) from the stream ``add`` returned.
+
+        ``recompute``: True / False forces the memory-light backward on / off (the model's
+        ``grad_checkpointing`` forces it on); None follows ``mixer_recompute``.
+        """
         # Memory-light backward: keep only the residual stream, which the next block needs
         # anyway, and recompute the norm and the mixer's intermediates (xz, conv, delta, both
         # scans: about 24*D floats per token) during backward, as mamba_ssm's fused path
@@ -96,6 +103,11 @@ class Block(nn.Module):
                 self.mixer_recompute == "auto"
                 and residual.shape[0] * residual.shape[1] >= self.RECOMPUTE_MIN_TOKENS)
         if recompute and torch.is_grad_enabled():
-            out = torch.utils.checkpoint.checkpoint(self._norm_mix, residual, orders, use_reentrant=False)
-            return out, residual
-        return self._norm_mix(residual, orders), residual
+            return torch.utils.checkpoint.checkpoint(self._norm_mix, residual, orders, use_reentrant=False)
+        return self._norm_mix(residual, orders)
+
+    def forward(self, hidden, residual, orders: tuple[ScanOrder, ...] = (FULL_FLIP,),
+                recompute: bool | None = None):
+        """-> (hidden, residual): ``add`` then ``mix``."""
+        residual = self.add(hidden, residual)
+        return self.mix(residual, orders, recompute), residual

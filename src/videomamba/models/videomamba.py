@@ -230,15 +230,20 @@ class VideoMamba(nn.Module):
         else:
             raise NotImplementedError("masked tokens are supported with spatial_first scans and full_flip only")
 
-        hidden, residual, before_last = x, None, None
         # Gradient checkpointing recomputes each block's norm and mixer and keeps only its
         # residual stream, one (B, L, D) tensor per block; a checkpoint around the whole block
         # would keep two (its hidden and residual inputs).
         ckpt = True if self.grad_checkpointing and self.training and torch.is_grad_enabled() else None
-        for i, (layer, o) in enumerate(zip(self.layers, orders)):
-            if i == len(self.layers) - 1 and return_hidden:
-                before_last = hidden if residual is None else residual + layer.drop_path(hidden)
-            hidden, residual = layer(hidden, residual, o, recompute=ckpt)
+        hidden, residual = x, None
+        for layer, o in zip(self.layers, orders):
+            residual = layer.add(hidden, residual)
+            # The previous block's output is dead once added: drop it before this block's
+            # temporaries exist (one (B, L, D) tensor less at the inference peak; in training,
+            # left alive between them it split glibc's free heap space, which then grew twice
+            # as fast).
+            hidden = None
+            hidden = layer.mix(residual, o, recompute=ckpt)
+        before_last = residual  # the stream entering the last block
         residual = residual + drop_path(hidden, self.drop_path_rate, self.training)
         out = self.norm_f(residual)
         return (out, before_last) if return_hidden else out
