@@ -10,7 +10,8 @@ live tensors (benchmarks/README.md). A fixed threshold of 1 MiB (the same as sta
 ``MALLOC_MMAP_THRESHOLD_=1048576``) gives every tensor of 1 MiB or more its own mapping, returned
 to the system on free: peak RSS then follows the live tensors. Not lower: each mapping costs a
 system call and page faults, and at 64 KiB a small model's training step (the demo's: D=64,
-batch 8, 129 tokens, tensors of about 0.5-1 MB) ran 2.4x slower; at 1 MiB 1.15x
+batch 8, 129 tokens, tensors of about 0.5-1 MB) ran 2.4x slower; at 1 MiB within
+about 15 % of the default, which is within this machine's run-to-run noise
 (``python benchmarks/bench_malloc.py``).
 
 :func:`tune_malloc` is called by the ``videomamba`` commands that run models for long (train,
