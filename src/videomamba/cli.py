@@ -29,6 +29,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 # Commands that run models for long: they fix glibc's malloc mmap threshold first (runtime.py).
 LONG_JOBS = {"train", "pretrain", "eval", "predict", "demo", "analyze", "benchmark"}
+# Opt-in: the fixed mmap threshold cuts a 64-frame training step's peak RSS ~3.7 -> ~1.0 GB but
+# costs 60-80 % more time per step (page faults on every large tensor); see videomamba.runtime.
+MALLOC_TUNE_ENV = "VIDEOMAMBA_MALLOC_TUNE"
 
 
 class CLIError(Exception):
@@ -113,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    if args.command in LONG_JOBS:
+    if args.command in LONG_JOBS and os.environ.get(MALLOC_TUNE_ENV, "").strip() not in ("", "0"):
         from .runtime import tune_malloc
         tune_malloc()
     module = importlib.import_module(f"videomamba.commands.{args._module}")

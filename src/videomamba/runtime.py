@@ -14,9 +14,10 @@ batch 8, 129 tokens, tensors of about 0.5-1 MB) ran 2.4x slower; at 1 MiB within
 about 15 % of the default, which is within this machine's run-to-run noise
 (``python benchmarks/bench_malloc.py``).
 
-:func:`tune_malloc` is called by the ``videomamba`` commands that run models for long (train,
-pretrain, eval, predict, demo, analyze, benchmark) and by every benchmark child, ours and the
-peers alike. Opt out with ``VIDEOMAMBA_NO_MALLOC_TUNE=1``; a ``MALLOC_MMAP_THRESHOLD_`` (or
+:func:`tune_malloc` is called by every benchmark child, ours and the peers alike, and by the
+``videomamba`` commands that run models for long only when ``VIDEOMAMBA_MALLOC_TUNE=1``: it
+costs time (a VideoMamba-Ti 64-frame training step measured 9.1-9.7 s / 3.7 GB peak RSS with
+glibc's default and 16.5 s / 0.97 GB with the threshold, 2 threads). Opt out with ``VIDEOMAMBA_NO_MALLOC_TUNE=1``; a ``MALLOC_MMAP_THRESHOLD_`` (or
 ``glibc.malloc.mmap_threshold`` tunable) already in the environment is left to glibc.
 """
 from __future__ import annotations
