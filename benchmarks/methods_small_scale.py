@@ -52,6 +52,23 @@ def run(argv: list[str], log: list) -> float:
     return dt
 
 
+def run_unless_done(argv: list[str], done: Path, log: list) -> None:
+    """``run`` unless ``done`` exists from an earlier, interrupted call (then logged as reused)."""
+    if done.is_file():
+        log.append({"command": "videomamba " + " ".join(argv), "reused": True})
+    else:
+        run(argv, log)
+
+
+def reorder_top1(data: Path, model: Path, rdir: Path, log: list) -> dict:
+    """Top-1 per frame order of ``videomamba analyze reorder`` on ``data``'s validation split."""
+    argv = ["analyze", "reorder", str(data / "val.csv"), "--root", str(data), "-k", str(model),
+            "--workers", "1", "-o", str(rdir)]
+    run_unless_done(argv, rdir / "reorder_results.json", log)
+    res = json.loads((rdir / "reorder_results.json").read_text())["results"]
+    return {k: round(v["top1"], 2) for k, v in res.items()}
+
+
 def summary(run_dir: Path) -> dict:
     s = json.loads((run_dir / "summary.json").read_text())
     return {"val_top1": s["val"].get("top1"), "val_top5": s["val"].get("top5"),
@@ -114,15 +131,7 @@ def main() -> int:
     if teacher == a:
         models.pop("teacher")
     for name, d in models.items():
-        rdir = out / "reorder" / name
-        argv = ["analyze", "reorder", str(data / "val.csv"), "--root", str(data), "-k", str(d / "model"),
-                "--workers", "1", "-o", str(rdir)]
-        if (rdir / "reorder_results.json").is_file():
-            log.append({"command": "videomamba " + " ".join(argv), "reused": True})
-        else:
-            run(argv, log)
-        res = json.loads((rdir / "reorder_results.json").read_text())["results"]
-        reorder[name] = {k: round(v["top1"], 2) for k, v in res.items()}
+        reorder[name] = reorder_top1(data, d / "model", out / "reorder" / name, log)
 
     val_videos = [line.split(",")[0] for line in (data / "val.csv").read_text().splitlines()]
     video = data / next(v for v in val_videos if "move_left" in v)
@@ -136,19 +145,8 @@ def main() -> int:
         argv = ["train", "-c", "demo", f"data.train={d64 / 'train.csv'}", f"data.val={d64 / 'val.csv'}",
                 f"data.root={d64}", f"data.classes={d64 / 'classes.txt'}", f"train.seed={args.seed}",
                 "train.progress=log", "optim.epochs=20", "-o", str(out / "demo64")]
-        if (out / "demo64" / "summary.json").is_file():
-            log.append({"command": "videomamba " + " ".join(argv), "reused": True})
-        else:
-            run(argv, log)
-        rdir = out / "reorder" / "demo64"
-        argv = ["analyze", "reorder", str(d64 / "val.csv"), "--root", str(d64), "-k", str(out / "demo64" / "model"),
-                "--workers", "1", "-o", str(rdir)]
-        if (rdir / "reorder_results.json").is_file():
-            log.append({"command": "videomamba " + " ".join(argv), "reused": True})
-        else:
-            run(argv, log)
-        res = json.loads((rdir / "reorder_results.json").read_text())["results"]
-        reorder["demo64"] = {k: round(v["top1"], 2) for k, v in res.items()}
+        run_unless_done(argv, out / "demo64" / "summary.json", log)
+        reorder["demo64"] = reorder_top1(d64, out / "demo64" / "model", out / "reorder" / "demo64", log)
         v64 = d64 / next(v for v in (d64 / "val.csv").read_text().splitlines() if "move_left" in v).split(",")[0]
         run(["analyze", "delta", str(v64), "-k", str(out / "demo64" / "model"), "-o", str(out / "delta64")], log)
         shutil.copyfile(out / "delta64" / f"{v64.stem}_grid.png", RESULTS / "methods_small_scale_delta_64px.png")
