@@ -285,3 +285,30 @@ def test_mixer_recompute_gives_identical_gradients(mode):
         grads[m_] = {n: p.grad for n, p in m.named_parameters()}
     for n, g in grads["never"].items():
         torch.testing.assert_close(grads[mode][n], g, msg=n)
+
+
+def test_init_switches():
+    """Default init is the release's (trunc_normal 0.02, zero temporal table); "fan_in" gives std 1/sqrt(fan_in) to the mixer's
+    input projections and the head; pos_init_std sets the tables' and cls token's std."""
+    D = 256  # enough weights for tight std estimates
+    rel = vm.create_model("videomamba_tiny", embed_dim=D, depth=1, num_classes=64, num_frames=4, img_size=64)
+    fan = vm.create_model("videomamba_tiny", embed_dim=D, depth=1, num_classes=64, num_frames=4, img_size=64,
+                          init="fan_in", pos_init_std=0.3)
+    E = 2 * D
+    for model, std_in, std_x, std_head, std_pos in [(rel, 0.02, 0.02, 0.02, None),
+                                                   (fan, D ** -0.5, E ** -0.5, D ** -0.5, 0.3)]:
+        mixer = model.layers[0].mixer
+        assert mixer.in_proj.weight.std().item() == pytest.approx(std_in, rel=0.05)
+        assert mixer.x_proj.weight.std().item() == pytest.approx(std_x, rel=0.05)
+        assert mixer.x_proj_b.weight.std().item() == pytest.approx(std_x, rel=0.05)
+        assert model.head.weight.std().item() == pytest.approx(std_head, rel=0.05)
+        if std_pos is None:  # the release's: 0.02 for the spatial table, zeros for the temporal one
+            assert model.pos_embed.std().item() == pytest.approx(0.02, rel=0.1)
+            assert not model.temporal_pos_embedding.any()
+        else:
+            assert model.pos_embed.std().item() == pytest.approx(std_pos, rel=0.1)
+            assert model.temporal_pos_embedding.std().item() == pytest.approx(std_pos, rel=0.1)
+    with pytest.raises(ValueError, match="init='xavier' is not valid"):
+        vm.create_model("videomamba_tiny", **SMALL, init="xavier")
+    with pytest.raises(ValueError, match="pos_init_std"):
+        vm.create_model("videomamba_tiny", **SMALL, pos_init_std=-1.0)

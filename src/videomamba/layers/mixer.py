@@ -17,6 +17,18 @@ import torch.nn.functional as F
 from ..ops import causal_conv1d, selective_scan
 
 
+@torch.no_grad()
+def init_linear(weight: torch.Tensor, init: str = "release") -> None:
+    """Weight init shared by the mixer and the head: ``"release"`` trunc_normal(std 0.02), as the
+    original code; ``"fan_in"`` N(0, 1/fan_in), which keeps activations at unit scale at any width."""
+    if init == "release":
+        nn.init.trunc_normal_(weight, std=0.02)
+    elif init == "fan_in":
+        nn.init.normal_(weight, std=weight.shape[1] ** -0.5)
+    else:
+        raise ValueError(f"init must be 'release' or 'fan_in', got {init!r}")
+
+
 def _wmm(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """weight (M, K) @ x (B, K, L) -> (B, M, L), written straight into channels-first memory.
 
@@ -58,7 +70,7 @@ class BiMambaMixer(nn.Module):
     def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  dt_rank: int | None = None, merge: str = "sum", dt_min: float = 1e-3,
                  dt_max: float = 0.1, dt_init_floor: float = 1e-4, zero_dt_bias: bool = False,
-                 depth_scale: int = 1):
+                 depth_scale: int = 1, init: str = "release"):
         super().__init__()
         if merge not in ("sum", "mean"):
             raise ValueError(f"merge must be 'sum' or 'mean', got {merge!r}")
@@ -86,13 +98,13 @@ class BiMambaMixer(nn.Module):
             setattr(self, d_name, nn.Parameter(torch.ones(E)))
             getattr(self, a_name)._no_weight_decay = True
             getattr(self, d_name)._no_weight_decay = True
-        self._init_weights(dt_min, dt_max, dt_init_floor, zero_dt_bias, depth_scale)
+        self._init_weights(dt_min, dt_max, dt_init_floor, zero_dt_bias, depth_scale, init)
 
     @torch.no_grad()
-    def _init_weights(self, dt_min, dt_max, floor, zero_dt_bias, depth_scale):
-        # Linear layers: trunc_normal(0.02), as the release's _init_weights.
+    def _init_weights(self, dt_min, dt_max, floor, zero_dt_bias, depth_scale, init="release"):
+        # Linear layers: trunc_normal(0.02), as the release's _init_weights; "fan_in": N(0, 1/fan_in).
         for lin in (self.in_proj, self.x_proj, self.x_proj_b):
-            nn.init.trunc_normal_(lin.weight, std=0.02)
+            init_linear(lin.weight, init)
         # out_proj: kaiming_uniform(a=sqrt 5) rescaled by 1/sqrt(depth) (GPT-2 style, as the release).
         nn.init.kaiming_uniform_(self.out_proj.weight, a=math.sqrt(5))
         self.out_proj.weight /= math.sqrt(depth_scale)

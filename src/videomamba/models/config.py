@@ -13,6 +13,7 @@ JOINT_POS_INITS = ("expand", "interpolate_spatial", "interpolate_dim", "random")
 CLS_POSITIONS = ("head", "middle", "none")
 MERGES = ("sum", "mean")
 RECOMPUTE = ("auto", "always", "never")
+INITS = ("release", "fan_in")
 
 _ALIASES = {  # accepted spellings -> canonical
     "spatial-first": "spatial_first", "temporal-first": "temporal_first",
@@ -65,6 +66,14 @@ class VideoMambaConfig:
     drop_path_rate: float = 0.0
     norm_eps: float = 1e-5
     zero_dt_bias: bool = False            # reproduce the release's re-zeroed dt bias at init
+    # Init of in_proj / x_proj / head weights: "release" trunc_normal(0.02), or "fan_in" N(0, 1/fan_in).
+    # 0.02 suits the released widths (192+); at small widths it starves the scan's token mixing (B and C
+    # come out tiny), and training from scratch sits on a long plateau at chance.
+    init: str = "release"
+    # std of the position tables and the cls token at init. None: the release's (0.02 for the spatial
+    # table and cls, zeros for the temporal table). Next to 0.02 the patch features (std ~0.6) drown
+    # where a patch is, which is what the synthetic demo's classes hinge on.
+    pos_init_std: float | None = None
     grad_checkpointing: bool = False     # recompute every block's norm + mixer in backward (least memory)
     mixer_recompute: str = "auto"        # recompute mixer intermediates in backward: auto|always|never
     extra: dict = field(default_factory=dict)  # free-form metadata (class names, source, ...)
@@ -77,6 +86,10 @@ class VideoMambaConfig:
         self.cls_position = _choice("cls_position", self.cls_position, CLS_POSITIONS)
         self.merge = _choice("merge", self.merge, MERGES)
         self.mixer_recompute = _choice("mixer_recompute", self.mixer_recompute, RECOMPUTE)
+        self.init = _choice("init", self.init, INITS)
+        if self.pos_init_std is not None and not (
+                isinstance(self.pos_init_std, (int, float)) and 0 <= self.pos_init_std < math.inf):
+            raise ValueError(f"pos_init_std must be null or a finite number >= 0, got {self.pos_init_std!r}")
         for k in ("embed_dim", "depth", "num_frames", "img_size", "patch_size", "tubelet_size",
                   "in_chans", "d_state", "d_conv", "expand"):
             v = getattr(self, k)

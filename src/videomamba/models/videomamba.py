@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..layers import (FULL_FLIP, BiMambaMixer, Block, PatchEmbed, RMSNorm, ScanOrder, drop_path,
+                      init_linear,
                       resample_joint_pos, resample_spatial_pos, resample_temporal_pos, sincos_table)
 from .config import VideoMambaConfig
 
@@ -89,7 +90,7 @@ class VideoMamba(nn.Module):
         inter = [0.0] + rates
         self.layers = nn.ModuleList([
             Block(D, BiMambaMixer(D, cfg.d_state, cfg.d_conv, cfg.expand, cfg.dt_rank, cfg.merge,
-                                  zero_dt_bias=cfg.zero_dt_bias, depth_scale=cfg.depth),
+                                  zero_dt_bias=cfg.zero_dt_bias, depth_scale=cfg.depth, init=cfg.init),
                   drop_path=inter[i], eps=cfg.norm_eps, mixer_recompute=cfg.mixer_recompute)
             for i in range(cfg.depth)])
         self.drop_path_rate = cfg.drop_path_rate
@@ -103,11 +104,12 @@ class VideoMamba(nn.Module):
     # ------------------------------------------------------------------ init / API
     @torch.no_grad()
     def _init_weights(self):
-        for p in (self.pos_embed, self.cls_token):
+        std = self.cfg.pos_init_std
+        for p in (self.pos_embed, self.cls_token, None if std is None else self.temporal_pos_embedding):
             if p is not None:
-                nn.init.trunc_normal_(p, std=0.02)
+                nn.init.trunc_normal_(p, std=0.02) if std is None else nn.init.normal_(p, std=std)
         if isinstance(self.head, nn.Linear):
-            nn.init.trunc_normal_(self.head.weight, std=0.02)
+            init_linear(self.head.weight, self.cfg.init)
             nn.init.zeros_(self.head.bias)
         # patch_embed keeps PyTorch's conv default, as the release.
 
@@ -145,7 +147,7 @@ class VideoMamba(nn.Module):
         dev = self.norm_f.weight.device
         self.head = nn.Linear(self.embed_dim, num_classes, device=dev) if num_classes > 0 else nn.Identity()
         if isinstance(self.head, nn.Linear):
-            nn.init.trunc_normal_(self.head.weight, std=0.02)
+            init_linear(self.head.weight, self.cfg.init)
             nn.init.zeros_(self.head.bias)
 
     # ------------------------------------------------------------------ forward
