@@ -123,7 +123,7 @@ class TrainSection:
     tensorboard: bool = False
     progress: Literal["auto", "bar", "log", "none"] = "auto"
     plots: bool = True
-    threads: int | None = None             # torch.set_num_threads
+    threads: int | Literal["auto"] | None = None  # torch.set_num_threads; auto: time N vs 1 thread, keep the faster
 
 
 @dataclass
@@ -346,7 +346,8 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
     need(t.eval_every >= 0, "train.eval_every", "an integer >= 0", t.eval_every)
     need(t.log_every >= 1, "train.log_every", "a positive integer", t.log_every)
     need(t.max_steps is None or t.max_steps >= 1, "train.max_steps", "a positive integer or null", t.max_steps)
-    need(t.threads is None or t.threads >= 1, "train.threads", "a positive integer or null", t.threads)
+    need(t.threads is None or t.threads == "auto" or t.threads >= 1, "train.threads",
+         "a positive integer, auto or null", t.threads)
     dev = t.device
     need(dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()), "train.device",
          "auto, cpu, cuda or cuda:N", dev)

@@ -18,6 +18,9 @@ from .config import load_config
 from .metrics import write_json
 
 
+DEMO_PER_CLASS = 600  # synthetic videos per class: 3600 to train on, 1200 to validate
+
+
 def pair_metrics(confusion, classes: list[str], pairs: list[tuple[str, str]]) -> dict:
     """From a confusion matrix: how often the prediction lands in the right pair, and how often it
     picks the right member given the right pair (chance: 50 %)."""
@@ -48,7 +51,7 @@ def order_verdict(normal: dict, shuffled: dict) -> str:
     return ": the model tells the members apart even without order (unexpected: check the data)"
 
 
-def run_demo(out_dir: str | Path = "videomamba-demo", *, epochs: int | None = None, per_class: int = 400,
+def run_demo(out_dir: str | Path = "videomamba-demo", *, epochs: int | None = None, per_class: int = DEMO_PER_CLASS,
              frames: int = 16, size: int = 64, seed: int = 0, device: str = "auto",
              overrides: list[str] | dict | None = None, num_predict: int = 4,
              log: Callable[[str], None] = print) -> dict:

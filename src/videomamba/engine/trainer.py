@@ -28,6 +28,7 @@ from .ema import ModelEMA
 from .evaluate import run_eval
 from .metrics import MetricsLog, plot_confusion, plot_curves, write_json
 from .optim import CosineSchedule, build_optimizer, scaled_lr
+from .threads import ThreadTuner
 from .state import (capture_rng, load_training_checkpoint, resolve_resume, restore_rng, save_best,
                     save_training_checkpoint)
 from .tasks import build_task
@@ -282,7 +283,12 @@ class _Trainer:
     def fit(self, resume) -> TrainResult:
         cfg, info = self.cfg, self.info
         t_start = time.time()
-        if cfg.train.threads:
+        self.threads, self._last_threads = None, None
+        if cfg.train.threads == "auto":
+            # deterministic runs keep one thread count: results can depend on it
+            if self.device.type == "cpu" and torch.get_num_threads() > 1 and not cfg.train.deterministic:
+                self.threads = ThreadTuner(torch.get_num_threads())
+        elif cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.train.seed)
         self._setup_data()
@@ -399,6 +405,8 @@ class _Trainer:
             if micro >= n_micro:
                 break
             last_micro = (micro + 1) % accum == 0
+            if self.threads is not None and micro % accum == 0:
+                self.threads.before_step()
             sync_ctx = (self.ddp_model.no_sync() if info.enabled and not last_micro else contextlib.nullcontext())
             with sync_ctx:
                 with self._autocast():
@@ -435,6 +443,11 @@ class _Trainer:
             self.step += 1
             self._in_epoch += 1
             win["steps"] += 1
+            if self.threads is not None:
+                msg = self.threads.after_step()
+                if msg and (self.step <= 2 * self.threads.every or self.threads.choice != self._last_threads):
+                    self.say(f"step {self.step}: {msg}")
+                self._last_threads = self.threads.choice
             last_in_epoch = self._in_epoch == self.steps_per_epoch
             if self.step % cfg.train.log_every == 0 or last_in_epoch:
                 self._log_train(epoch, lr, win, grad_norm)
