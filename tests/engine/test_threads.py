@@ -74,6 +74,7 @@ def test_train_with_threads_auto(tmp_path):
     try:
         torch.set_num_threads(2)
         res = train(None, ov, train_dataset=ToyVideos(40), log=msgs.append)   # 20 steps: one trial of 8 + 8
+        assert torch.get_num_threads() == 2     # whatever the tuner chose last, the pool is given back
     finally:
         torch.set_num_threads(prev)
     assert res.step == 20

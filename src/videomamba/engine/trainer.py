@@ -344,6 +344,8 @@ class _Trainer:
                 val_metrics = self._validate(cfg.optim.epochs - 1)
         finally:
             restore_signals()
+            if self.threads is not None:        # the tuner may have left one thread: give back the pool
+                torch.set_num_threads(self.threads.many)
             if self.bar is not None:
                 self.bar.close()
                 self.bar = None
