@@ -364,7 +364,7 @@ def write_page(data: dict, page: Path, plot_dir: Path, command: "str | list[str]
           f"| scan backend (auto resolves to) | {_backend(records)} |",
           f"| load average (1/5/15 min) | " + "; ".join(f"{h['when']} {h['load_avg']}" for h in hist) + " |",
           f"| CPU share obtained (median over configurations; 1 = the cores were ours) | "
-          f"{_median([r['cpu_share'] for r in records if r.get('cpu_share') is not None])} |",
+          f"{_median(shares)} |",
           f"| max 1-min load before a configuration (includes this run's previous one) | "
           f"{max(loads, default=0):.2f} |",
           f"| other load | " + ("**yes: some configurations got a CPU share below 0.9 (median) or "

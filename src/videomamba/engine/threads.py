@@ -18,7 +18,8 @@ import torch
 class ThreadTuner:
     """Call :meth:`before_step` and :meth:`after_step` around every optimizer step.
 
-    ``after_step`` returns a message when a trial has ended (the choice and the timings), else None.
+    ``after_step`` returns a message (the choice and the timings) when the first trial ends and when a
+    later one changes the choice, else None.
     ``set_threads`` is the setter (``torch.set_num_threads``; replaceable in tests)."""
 
     def __init__(self, many: int, trial: int = 8, every: int = 1000, set_threads=torch.set_num_threads):
@@ -63,6 +64,9 @@ class ThreadTuner:
             return None
         many, one = (statistics.median(self._times[n]) for n in (self.many, 1))
         self._times = {self.many: [], 1: []}
+        first, before = self._k == 2 * self.trial, self.choice
         self.choice = self.many if many < one else 1
+        if not first and self.choice == before:
+            return None
         return (f"threads auto: {self.choice} ({1000 * many:.0f} ms/step with {self.many} threads, "
                 f"{1000 * one:.0f} ms with 1)")

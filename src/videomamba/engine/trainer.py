@@ -283,7 +283,7 @@ class _Trainer:
     def fit(self, resume) -> TrainResult:
         cfg, info = self.cfg, self.info
         t_start = time.time()
-        self.threads, self._last_threads = None, None
+        self.threads = None
         if cfg.train.threads == "auto":
             # deterministic runs keep one thread count: results can depend on it
             if self.device.type == "cpu" and torch.get_num_threads() > 1 and not cfg.train.deterministic:
@@ -447,9 +447,8 @@ class _Trainer:
             win["steps"] += 1
             if self.threads is not None:
                 msg = self.threads.after_step()
-                if msg and (self.step <= 2 * self.threads.every or self.threads.choice != self._last_threads):
+                if msg:
                     self.say(f"step {self.step}: {msg}")
-                self._last_threads = self.threads.choice
             last_in_epoch = self._in_epoch == self.steps_per_epoch
             if self.step % cfg.train.log_every == 0 or last_in_epoch:
                 self._log_train(epoch, lr, win, grad_norm)

@@ -108,10 +108,14 @@ class VideoMamba(nn.Module):
         for p in (self.pos_embed, self.cls_token, None if std is None else self.temporal_pos_embedding):
             if p is not None:
                 nn.init.trunc_normal_(p, std=0.02) if std is None else nn.init.normal_(p, std=std)
+        self._init_head()
+        # patch_embed keeps PyTorch's conv default, as the release.
+
+    @torch.no_grad()
+    def _init_head(self):
         if isinstance(self.head, nn.Linear):
             init_linear(self.head.weight, self.cfg.init)
             nn.init.zeros_(self.head.bias)
-        # patch_embed keeps PyTorch's conv default, as the release.
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names excluded from weight decay: tables, cls, A_log, D, norms, biases."""
@@ -146,9 +150,7 @@ class VideoMamba(nn.Module):
         self.num_classes = self.cfg.num_classes = num_classes
         dev = self.norm_f.weight.device
         self.head = nn.Linear(self.embed_dim, num_classes, device=dev) if num_classes > 0 else nn.Identity()
-        if isinstance(self.head, nn.Linear):
-            init_linear(self.head.weight, self.cfg.init)
-            nn.init.zeros_(self.head.bias)
+        self._init_head()
 
     # ------------------------------------------------------------------ forward
     def _check_input(self, x: torch.Tensor) -> torch.Tensor:
