@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from videomamba.data import DEFAULT_CLASSES, SYNTHETIC_CLASSES, decode_video, load_annotations, make_synthetic
-from videomamba.data.synthetic import CLASS_MOTIONS, class_pairs, render_class_video, render_video, video_rng
+from videomamba.data.synthetic import (CLASS_MOTIONS, class_pairs, label_maps, render_class_video, render_video,
+                                       video_rng)
 
 SMALL = dict(per_class=2, frames=8, size=32, val_fraction=0.5)
 
@@ -46,6 +47,7 @@ def test_files_and_split(tmp_path):
     assert sorted(p.stem[-3:] for p in (s.path for s in val) if "grow" == p.parent.name) == ["003"]
     meta = json.loads(out["meta"].read_text())
     assert meta["flip"] is False and meta["pairs"] == [list(p) for p in class_pairs(DEFAULT_CLASSES)]
+    assert meta["label_maps"] == label_maps(DEFAULT_CLASSES)
     assert (out["train"].read_text().splitlines()[0] == "videos/move_left/move_left_000.mp4,0")
 
 
@@ -53,30 +55,75 @@ def test_files_and_split(tmp_path):
 def test_class_semantics(name):
     for i in range(4):
         _, p = render_class_video(name, i, frames=16, size=64, with_params=True)
-        first, last = 0, -1
-        if name == "move_left":
-            assert p["cx"][last] < p["cx"][first] - 0.25 * 64 and np.ptp(p["cy"]) == 0
-        elif name == "move_right":
-            assert p["cx"][last] > p["cx"][first] + 0.25 * 64
-        elif name == "move_up":
-            assert p["cy"][last] < p["cy"][first] - 0.25 * 64 and np.ptp(p["cx"]) == 0
-        elif name == "move_down":
-            assert p["cy"][last] > p["cy"][first] + 0.25 * 64
-        elif name == "rotate_cw":    # image y points down: a growing angle turns clockwise on screen
-            assert np.all(np.diff(p["angle"]) > 0) and np.pi / 2 - 1e-6 <= np.ptp(p["angle"]) <= np.pi + 1e-6
-            assert np.ptp(p["cx"]) == 0 and np.ptp(p["cy"]) == 0      # turns in place
-        elif name == "rotate_ccw":
-            assert np.all(np.diff(p["angle"]) < 0)
-        elif name == "grow":
-            assert np.all(np.diff(p["scale"]) > 0) and p["scale"][last] / p["scale"][first] > 1.9
-        elif name == "shrink":
-            assert np.all(np.diff(p["scale"]) < 0)
-        elif name == "appear":
-            assert not p["visible"][0] and p["visible"][-1] and np.all(np.diff(p["visible"].astype(int)) >= 0)
-        elif name == "disappear":
-            assert p["visible"][0] and not p["visible"][-1] and np.all(np.diff(p["visible"].astype(int)) <= 0)
-        if name.startswith("move") or name.startswith("rotate") or name in ("grow", "shrink"):
-            assert p["visible"].all()
+        check_semantics(name, p)
+
+
+def check_semantics(name, p):
+    """The main object's per-frame state ``p`` does what class ``name`` says (64 px frames)."""
+    first, last = 0, -1
+    if name == "move_left":
+        assert p["cx"][last] < p["cx"][first] - 0.25 * 64 and np.ptp(p["cy"]) == 0
+    elif name == "move_right":
+        assert p["cx"][last] > p["cx"][first] + 0.25 * 64
+    elif name == "move_up":
+        assert p["cy"][last] < p["cy"][first] - 0.25 * 64 and np.ptp(p["cx"]) == 0
+    elif name == "move_down":
+        assert p["cy"][last] > p["cy"][first] + 0.25 * 64
+    elif name == "rotate_cw":    # image y points down: a growing angle turns clockwise on screen
+        assert np.all(np.diff(p["angle"]) > 0) and np.pi / 2 - 1e-6 <= np.ptp(p["angle"]) <= np.pi + 1e-6
+        assert np.ptp(p["cx"]) == 0 and np.ptp(p["cy"]) == 0      # turns in place
+    elif name == "rotate_ccw":
+        assert np.all(np.diff(p["angle"]) < 0)
+    elif name == "grow":
+        assert np.all(np.diff(p["scale"]) > 0) and p["scale"][last] / p["scale"][first] > 1.9
+    elif name == "shrink":
+        assert np.all(np.diff(p["scale"]) < 0)
+    elif name == "appear":
+        assert not p["visible"][0] and p["visible"][-1] and np.all(np.diff(p["visible"].astype(int)) >= 0)
+    elif name == "disappear":
+        assert p["visible"][0] and not p["visible"][-1] and np.all(np.diff(p["visible"].astype(int)) <= 0)
+    if name.startswith("move") or name.startswith("rotate") or name in ("grow", "shrink"):
+        assert p["visible"].all()
+
+
+def transformed_state(p, symmetry, size=64):
+    """The main object's per-frame state after a symmetry of the clip, worked out by hand: mirrors move the
+    centre and negate the angle (a mirror turns clockwise into counter-clockwise), the transpose swaps x and
+    y, playing backwards reverses every per-frame array."""
+    q = {k: np.asarray(p[k], dtype=float).copy() for k in ("cx", "cy", "angle", "scale", "visible")}
+    if symmetry == "hflip":
+        q["cx"], q["angle"] = size - q["cx"], np.pi - q["angle"]
+    elif symmetry == "vflip":
+        q["cy"], q["angle"] = size - q["cy"], -q["angle"]
+    elif symmetry == "transpose":
+        q["cx"], q["cy"], q["angle"] = q["cy"], q["cx"], np.pi / 2 - q["angle"]
+    else:
+        q = {k: v[::-1] for k, v in q.items()}
+    q["visible"] = q["visible"].astype(bool)
+    return q
+
+
+def test_label_maps_follow_the_motion():
+    expected_reverse = {"move_left": "move_right", "move_right": "move_left", "move_up": "move_down",
+                        "move_down": "move_up", "grow": "shrink", "shrink": "grow", "appear": "disappear",
+                        "disappear": "appear"}
+    maps = label_maps(DEFAULT_CLASSES)
+    assert maps["reverse"] == expected_reverse
+    assert maps["hflip"] == {"move_left": "move_right", "move_right": "move_left"}
+    assert maps["transpose"] == {"move_left": "move_up", "move_up": "move_left", "move_right": "move_down",
+                                 "move_down": "move_right"}
+    # a symmetry is declared only where it maps the class set onto itself; an empty map keeps every label
+    assert label_maps(["move_left", "move_right", "grow"]) == {"hflip": {"move_left": "move_right",
+                                                                         "move_right": "move_left"},
+                                                               "vflip": {}}
+    # every declared map sends a video to a class whose semantics the transformed motion satisfies
+    every = label_maps(SYNTHETIC_CLASSES)
+    assert sorted(every) == ["hflip", "reverse", "transpose", "vflip"]
+    for sym, mapping in every.items():
+        for name in SYNTHETIC_CLASSES:
+            for i in range(2):
+                _, p = render_class_video(name, i, frames=16, size=64, with_params=True)
+                check_semantics(mapping.get(name, name), transformed_state(p, sym))
 
 
 def object_centroid(frame, color):

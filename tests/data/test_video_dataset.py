@@ -116,6 +116,60 @@ def test_flip_switched_off_for_ssv2_and_synthetic(tmp_path, synthetic):
     assert VideoDataset(tmp_path / "k.csv").flip is True
 
 
+REVERSE = {"move_left": "move_right", "move_right": "move_left", "move_up": "move_down", "move_down": "move_up",
+           "grow": "shrink", "shrink": "grow", "appear": "disappear", "disappear": "appear"}
+TRANSPOSE = {"move_left": "move_up", "move_up": "move_left", "move_right": "move_down", "move_down": "move_right"}
+
+
+def test_symmetries_transform_the_clip_and_relabel(synthetic):
+    # 12 frames sampled from 12-frame videos: the training frames are fixed, only the symmetries are random
+    kw = dict(num_frames=12, img_size=32, classes=synthetic["classes"])
+    plain = VideoDataset(synthetic["train"], augment=NO_AUG, **kw)
+    aug = AugmentConfig(rand_augment=None, random_erasing=0.0, flip=False, random_crop=False,
+                        symmetries=("reverse", "transpose"))
+    ds = VideoDataset(synthetic["train"], augment=aug, **kw)
+    names = ds.classes
+    torch.manual_seed(0)
+    for i in (0, 2, 4, 8):                            # move_left, move_right, move_up, grow
+        ref, y = plain[i]["video"], names[plain[i]["label"]]
+        candidates = {"none": (ref, y), "reverse": (ref.flip(1), REVERSE[y]),
+                      "transpose": (ref.transpose(-1, -2), TRANSPOSE.get(y, y)),
+                      "both": (ref.flip(1).transpose(-1, -2), TRANSPOSE.get(REVERSE[y], REVERSE[y]))}
+        seen = set()
+        for _ in range(24):
+            item = ds[i]
+            match = [k for k, (v, _) in candidates.items() if torch.equal(item["video"], v)]
+            assert match, "the clip is not the original under any combination of the symmetries"
+            assert names[item["label"]] in {candidates[k][1] for k in match}
+            seen.add(match[0])
+        assert len(seen) == 4 if y.startswith("move") else seen >= {"none", "reverse"}
+    # evaluation never transforms
+    ev = VideoDataset(synthetic["train"], augment=aug, train=False, **kw)
+    assert torch.equal(ev[0]["video"][0], plain[0]["video"]) and ev[0]["label"] == plain[0]["label"]
+
+
+def test_symmetry_errors_name_the_cause(synthetic, tmp_path):
+    with pytest.raises(ValueError, match="unknown \\['spin'\\]"):
+        AugmentConfig(symmetries=("spin",))
+    root = tmp_path / "copy"
+    shutil.copytree(synthetic["root"], root)
+    meta = json.loads((root / "meta.json").read_text())
+    del meta["label_maps"]["transpose"]
+    (root / "meta.json").write_text(json.dumps(meta))
+    aug = AugmentConfig(rand_augment=None, symmetries=("transpose",))
+    with pytest.raises(ValueError, match="lists 'transpose', but .*meta.json declares no label map for it"):
+        VideoDataset(root / "train.csv", augment=aug)
+    meta["label_maps"]["transpose"] = {"move_left": "move_sideways"}
+    (root / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="unknown \\['move_sideways'\\]"):
+        VideoDataset(root / "train.csv", augment=aug)
+    meta["label_maps"]["transpose"] = {"move_left": "move_up"}           # move_up would then have two sources
+    (root / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="not one-to-one"):
+        VideoDataset(root / "train.csv", augment=aug)
+    assert VideoDataset(root / "train.csv", augment=aug, train=False).symmetries == []
+
+
 def test_lvu_window_limits_the_frames(videos, tmp_path):
     f = tmp_path / "lvu.csv"
     f.write_text(f"{videos['square']},1,2.56\n")                    # 64 frames at 25 fps

@@ -32,6 +32,10 @@ def test_overrides_and_types(tmp_path):
     ("data:\n  batch_size: 2.5\n", "data.batch_size: expected an integer, got 2.5"),
     ("train:\n  amp: fp8\n", "train.amp: expected one of 'auto', 'bf16', 'fp16', 'none', got 'fp8'"),
     ("augment:\n  scale: [0.5]\n", "augment.scale: expected a list of 2 numbers, got [0.5]"),
+    ("augment:\n  symmetries: [reverse, spin]\n", "augment.symmetries must be a list of distinct names from "
+                                                  "['hflip', 'vflip', 'transpose', 'reverse'], got ['reverse', 'spin']"),
+    ("task:\n  type: regression\naugment:\n  mixup: 0\n  cutmix: 0\n  symmetries: [reverse]\n",
+     "augment.symmetries must be empty for a regression task"),
     ("model:\n  depth: -1\n", "model: depth must be a positive integer, got -1"),
     ("model:\n  name: videomamba_huge\n", "model.name: unknown model 'videomamba_huge'"),
     ("train:\n  device: gpu\n", "train.device must be auto, cpu, cuda or cuda:N, got 'gpu'"),

@@ -21,6 +21,12 @@ side to ``short_side`` (default ``img_size``), then ``num_crops`` square crops a
 
 Horizontal flip is switched off for SSv2 annotations and for folders whose ``meta.json`` says
 ``"flip": false`` (the synthetic set, whose left/right and clockwise classes swap under a flip).
+
+``AugmentConfig.symmetries`` are the label-changing counterpart: each listed symmetry of the clip
+(``hflip``, ``vflip``, ``transpose``, ``reverse``: see :func:`~videomamba.data.transforms.apply_symmetry`)
+is applied with probability 0.5 to the decoded frames, and the label is mapped through the dataset's
+``meta.json`` ``label_maps`` (e.g. playing ``move_left`` backwards gives ``move_right``). A symmetry the
+dataset declares no map for is an error, not a silent identity.
 """
 from __future__ import annotations
 
@@ -52,8 +58,13 @@ class AugmentConfig:
     random_erasing: float = 0.25
     flip: bool = True
     random_crop: bool = True
+    symmetries: tuple[str, ...] = ()
 
     def __post_init__(self):
+        self.symmetries = tuple(self.symmetries)
+        bad = [s for s in self.symmetries if s not in T.SYMMETRIES]
+        if bad:
+            raise ValueError(f"AugmentConfig.symmetries: unknown {bad}; expected names from {T.SYMMETRIES}")
         lo, hi = self.scale
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"AugmentConfig.scale must satisfy 0 < min <= max <= 1, got {self.scale}")
@@ -122,6 +133,7 @@ class VideoDataset(torch.utils.data.Dataset):
         self.num_clips, self.num_crops, self.repeat_aug = int(num_clips), int(num_crops), int(repeat_aug)
         self.augment = augment if augment is not None else AugmentConfig()
         self.flip = bool(flip) and self.augment.flip and self._flip_allowed(ann)
+        self.symmetries = self._label_permutations(ann) if train else []
         self.backend, self.threads, self.short = backend, threads, short
         self._rand_augment = (RandAugment.from_string(self.augment.rand_augment)
                               if train and self.augment.rand_augment else None)
@@ -145,19 +157,51 @@ class VideoDataset(torch.utils.data.Dataset):
         return len(self.samples)
 
     @staticmethod
-    def _flip_allowed(ann: Annotations) -> bool:
+    def _meta(ann: Annotations) -> tuple[Path, dict]:
+        """The dataset's ``meta.json`` (next to the annotations) and its content ({} if absent or unreadable)."""
+        meta = (ann.source if ann.source.is_dir() else ann.source.parent) / "meta.json"
+        try:
+            content = json.loads(meta.read_text()) if meta.is_file() else {}
+        except (OSError, ValueError):
+            content = {}
+        return meta, content if isinstance(content, dict) else {}
+
+    @classmethod
+    def _flip_allowed(cls, ann: Annotations) -> bool:
         if ann.fmt == "ssv2":
             log.info("horizontal flip disabled: SSv2 labels depend on left/right")
             return False
-        meta = (ann.source if ann.source.is_dir() else ann.source.parent) / "meta.json"
-        if meta.is_file():
-            try:
-                if json.loads(meta.read_text()).get("flip") is False:
-                    log.info("horizontal flip disabled by %s", meta)
-                    return False
-            except (OSError, ValueError, AttributeError):
-                pass
+        meta, content = cls._meta(ann)
+        if content.get("flip") is False:
+            log.info("horizontal flip disabled by %s", meta)
+            return False
         return True
+
+    def _label_permutations(self, ann: Annotations) -> list[tuple[str, list[int]]]:
+        """``(symmetry, label permutation)`` for each of ``augment.symmetries``, from meta.json's label_maps."""
+        if not self.augment.symmetries:
+            return []
+        meta, content = self._meta(ann)
+        if self.regression:
+            raise ValueError(f"augment.symmetries relabel classes; {ann.source} is a regression task")
+        maps = content.get("label_maps") or {}
+        index = {c: i for i, c in enumerate(self.classes)}
+        out = []
+        for sym in self.augment.symmetries:
+            if sym not in maps:
+                raise ValueError(f"augment.symmetries lists {sym!r}, but {meta} declares no label map for it "
+                                 f"(label_maps has {sorted(maps)}); a symmetry without a map would keep "
+                                 f"labels that may be wrong")
+            mapping = maps[sym]
+            unknown = sorted((set(mapping) | set(mapping.values())) - set(index)) if isinstance(mapping, dict) else None
+            if unknown is None or unknown:
+                raise ValueError(f"{meta}: label_maps[{sym!r}] must map class names of {ann.source} to class "
+                                 f"names, got {'unknown ' + str(unknown) if unknown else type(mapping).__name__}")
+            perm = [index[mapping.get(c, c)] for c in self.classes]
+            if sorted(perm) != list(range(len(perm))):
+                raise ValueError(f"{meta}: label_maps[{sym!r}] is not one-to-one: {mapping}")
+            out.append((sym, perm))
+        return out
 
     def _drop_bad_files(self) -> None:
         verdict: dict[Path, str | None] = {}
@@ -190,16 +234,14 @@ class VideoDataset(torch.utils.data.Dataset):
         for k in range(attempts):
             i = (index + k) % len(self.samples)
             try:
-                video = self._load(self.samples[i])
+                video, label = self._load(self.samples[i])
             except VideoDecodeError as e:
                 if not self.skip_bad:
                     raise
                 self.bad_files.append((e.path, e.reason))
                 log.warning("skipping bad video %s: %s", e.path, e.reason)
                 continue
-            s = self.samples[i]
-            return {"video": video, "label": float(s.label) if self.regression else int(s.label),
-                    "index": i, "path": str(s.path)}
+            return {"video": video, "label": label, "index": i, "path": str(self.samples[i].path)}
         raise VideoDecodeError(self.samples[index].path, f"this and the next {attempts - 1} videos all failed")
 
     def _frame_window(self, reader, sample: Sample) -> tuple[int, int]:
@@ -221,7 +263,9 @@ class VideoDataset(torch.utils.data.Dataset):
                 reader = self._cache[path] = MemoryReader(f)
         return reader
 
-    def _load(self, sample: Sample) -> torch.Tensor:
+    def _load(self, sample: Sample) -> tuple[torch.Tensor, int | float]:
+        """The clip(s) of one video and its label (changed by a symmetry, if one was applied)."""
+        label = float(sample.label) if self.regression else int(sample.label)
         with self._open(sample.path) as reader:
             start, end = self._frame_window(reader, sample)
             clip_count = 1 if self.train else self.num_clips
@@ -233,13 +277,17 @@ class VideoDataset(torch.utils.data.Dataset):
         # a view: crops slice it and the resize makes the one copy, of the cropped pixels only
         clips = frames.permute(0, 3, 1, 2).split(self.num_frames)
         if self.train:
-            views = [self._train_view(clips[0]) for _ in range(self.repeat_aug)]
-            return views[0] if self.repeat_aug == 1 else torch.stack(views)
+            clip = clips[0]
+            for sym, perm in self.symmetries:
+                if float(torch.rand(1)) < 0.5:
+                    clip, label = T.apply_symmetry(clip, sym), perm[label]
+            views = [self._train_view(clip) for _ in range(self.repeat_aug)]
+            return (views[0] if self.repeat_aug == 1 else torch.stack(views)), label
         views = []
         for clip in clips:
             clip = T.resize_short_side(clip, self.short_side)
             views += [T.normalize(c) for c in T.spatial_crops(clip, self.img_size, self.num_crops)]
-        return torch.stack(views)                                             # (V, 3, T, H, W)
+        return torch.stack(views), label                                      # (V, 3, T, H, W)
 
     def _train_view(self, clip: torch.Tensor) -> torch.Tensor:
         a = self.augment

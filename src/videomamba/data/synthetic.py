@@ -26,7 +26,9 @@ thread and no macroblock-tree, so that the bytes depend neither on the core coun
 seed -> same annotation files and the same decoded frames.
 
 Horizontal flips turn move_left into move_right and rotate_cw into rotate_ccw, so ``meta.json`` says
-``"flip": false`` and :class:`~videomamba.data.VideoDataset` honours it.
+``"flip": false`` and :class:`~videomamba.data.VideoDataset` honours it. ``meta.json`` also carries
+``label_maps``: what each symmetry of a clip (mirrors, the diagonal transpose, playing backwards) does to
+the labels, for ``augment.symmetries``, which augments with those transforms and relabels the clip.
 """
 from __future__ import annotations
 
@@ -60,6 +62,33 @@ DEFAULT_CLASSES = ("move_left", "move_right", "move_up", "move_down", "grow", "s
 SHAPES = ("triangle", "rectangle", "ellipse", "kite", "L")
 _PER_FRAME = ("cx", "cy", "angle", "scale", "visible")
 _SUPERSAMPLE = 4  # sub-pixels per side: anti-aliased edges, so sub-pixel motion shows in the pixels
+
+
+def _image(motion: str, rev: bool, symmetry: str) -> tuple[str, bool]:
+    """The (motion, played backwards) a video of ``motion`` shows after ``symmetry`` (see transforms)."""
+    if symmetry == "reverse" or motion == "rotate":       # every mirror turns the sense of rotation
+        return motion, not rev
+    if (symmetry, motion) in (("hflip", "move_x"), ("vflip", "move_y")):
+        return motion, not rev
+    if symmetry == "transpose" and motion in ("move_x", "move_y"):
+        return ("move_y" if motion == "move_x" else "move_x"), rev
+    return motion, rev
+
+
+def label_maps(classes) -> dict[str, dict[str, str]]:
+    """For each symmetry that maps the class set onto itself, the classes it changes: ``{symmetry: {class:
+    class it becomes}}`` (an empty map: every class keeps its label). Rendering is symmetric (positions,
+    gradients, shapes and the distractor's walk are drawn from mirror- and time-symmetric distributions),
+    so a transformed video is a sample of the class it is mapped to."""
+    from .transforms import SYMMETRIES
+
+    by_motion = {m: c for c, m in CLASS_MOTIONS.items()}
+    out = {}
+    for sym in SYMMETRIES:
+        images = {c: by_motion[_image(*CLASS_MOTIONS[c], sym)] for c in classes}
+        if all(v in classes for v in images.values()):
+            out[sym] = {c: v for c, v in images.items() if v != c}
+    return out
 
 
 def class_pairs(classes) -> list[tuple[str, str]]:
@@ -307,7 +336,8 @@ def make_synthetic(out_dir, classes=None, per_class: int = 40, frames: int = 16,
     atomic_write_text(out["classes"], "".join(f"{c}\n" for c in classes))
     meta = {"generator": "videomamba.data.synthetic", "version": 1, "seed": seed, "classes": classes,
             "pairs": class_pairs(classes), "per_class": per_class, "val_per_class": n_val, "frames": frames,
-            "size": size, "fps": fps, "codec": "h264", "flip": False,
-            "note": "pairs differ only in temporal order; horizontal flips swap left/right and cw/ccw labels"}
+            "size": size, "fps": fps, "codec": "h264", "flip": False, "label_maps": label_maps(classes),
+            "note": "pairs differ only in temporal order; horizontal flips swap left/right and cw/ccw labels, "
+                    "label_maps lists what each symmetry (augment.symmetries) does to the labels"}
     atomic_write_text(out["meta"], json.dumps(meta, indent=2) + "\n")
     return out

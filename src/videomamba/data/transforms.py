@@ -119,6 +119,24 @@ def hflip(clip: torch.Tensor) -> torch.Tensor:
     return clip.flip(-1)
 
 
+# Symmetries of a clip that a dataset may declare label maps for (``meta.json`` ``label_maps``).
+SYMMETRIES = ("hflip", "vflip", "transpose", "reverse")
+
+
+def apply_symmetry(clip: torch.Tensor, name: str) -> torch.Tensor:
+    """A ``(T, C, H, W)`` clip mirrored left-right (``hflip``), top-bottom (``vflip``), across the main
+    diagonal (``transpose``: rows become columns), or played backwards (``reverse``)."""
+    if name == "hflip":
+        return clip.flip(-1)
+    if name == "vflip":
+        return clip.flip(-2)
+    if name == "transpose":
+        return clip.transpose(-1, -2)
+    if name == "reverse":
+        return clip.flip(0)
+    raise ValueError(f"unknown symmetry {name!r}; expected one of {SYMMETRIES}")
+
+
 def normalize(clip: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     """(T, C, H, W) in [0, 255] -> float32 (C, T, H, W), ``(x / 255 - mean) / std`` per channel."""
     x = clip.permute(1, 0, 2, 3).to(torch.float32).div_(255.0)

@@ -65,6 +65,8 @@ class AugmentSection:
     ratio: tuple[float, float] = (0.75, 4.0 / 3.0)
     random_erasing: float = 0.25
     flip: bool = True                      # never for SSv2: left/right is the label there
+    symmetries: list[str] = field(default_factory=list)  # hflip / vflip / transpose / reverse, each p=0.5,
+                                           # relabelled through the dataset's meta.json label_maps
     mixup: float = 0.8                     # mixup alpha (0: off)
     cutmix: float = 1.0                    # cutmix alpha (0: off)
     switch_prob: float = 0.5
@@ -325,6 +327,12 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
     for k in ("random_erasing", "switch_prob", "mixup_prob"):
         need(0 <= getattr(a, k) <= 1, f"augment.{k}", "a probability in [0, 1]", getattr(a, k))
     need(0 <= a.label_smoothing < 1, "augment.label_smoothing", "in [0, 1)", a.label_smoothing)
+    from ..data.transforms import SYMMETRIES
+    need(isinstance(a.symmetries, (list, tuple)) and all(s in SYMMETRIES for s in a.symmetries)
+         and len(set(a.symmetries)) == len(a.symmetries), "augment.symmetries",
+         f"a list of distinct names from {list(SYMMETRIES)}", a.symmetries)
+    need(not (a.symmetries and cfg.task.type == "regression"), "augment.symmetries",
+         "empty for a regression task (they relabel classes)", a.symmetries)
     for k in ("mixup", "cutmix"):
         need(getattr(a, k) >= 0, f"augment.{k}", "an alpha >= 0 (0: off)", getattr(a, k))
     need(o.lr is None or o.lr > 0, "optim.lr", "a positive number or null (null: base_lr scaled by the batch)", o.lr)

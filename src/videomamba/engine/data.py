@@ -117,7 +117,8 @@ def build_dataset(cfg, annotations: str, train: bool, classes=None):
     augment = None
     if train:
         augment = AugmentConfig(rand_augment=a.rand_augment, scale=tuple(a.scale), ratio=tuple(a.ratio),
-                                random_erasing=a.random_erasing, flip=a.flip, random_crop=a.random_crop)
+                                random_erasing=a.random_erasing, flip=a.flip, random_crop=a.random_crop,
+                                symmetries=tuple(a.symmetries))
     return VideoDataset(annotations, augment=augment, classes=classes, **dataset_kwargs(cfg, train))
 
 
