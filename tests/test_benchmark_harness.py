@@ -123,8 +123,8 @@ def test_cli_runs_a_toy_config_and_writes_json_page_and_plots(tmp_path):
 
 
 # ------------------------------------------------------------------------- targets and report
-def _fake(model, frames, t, mem, mode="infer", attn=None, status="ok", ckpt=False, base=300.0):
-    spec = {"kind": "model", "model": model, "attn": attn, "frames": frames, "img": 224, "batch": 1,
+def _fake(model, frames, t, mem, mode="infer", attn=None, status="ok", ckpt=False, base=300.0, batch=1):
+    spec = {"kind": "model", "model": model, "attn": attn, "frames": frames, "img": 224, "batch": batch,
             "dtype": "fp32", "mode": mode, "grad_ckpt": ckpt, "device": "cpu"}
     r = {"spec": spec, "id": workloads.spec_id(spec), "status": status, "warmup_s": [t], "times_s": [t]}
     if status == "ok":
@@ -143,7 +143,9 @@ def _fake_run():
     recs += [_fake("videomamba_tiny", 64, 9.0, 900, mode="train"),
              _fake("videomamba_tiny", 64, 12.0, 500, mode="train", ckpt=True),
              _fake("vit_ti_joint", 64, 45.0, 2600, mode="train", attn="sdpa"),
-             _fake("vit_ti_joint", 64, 0, 0, mode="train", attn="eager", status="oom")]
+             _fake("vit_ti_joint", 64, 0, 0, mode="train", attn="eager", status="oom"),
+             _fake("videomamba_tiny", 64, 20.0, 1000, batch=8, base=800.0),
+             _fake("vit_ti_joint", 64, 80.0, 6000, attn="eager", batch=8)]
     micro = {"status": "ok", "matmul_fp32_flops": 150e9, "matmul_bf16_flops": 300e9, "exp_fp32_per_s": 2.8e9}
     return recs, micro
 
@@ -155,6 +157,10 @@ def test_targets_from_a_hand_made_run():
     assert sp["value"] == pytest.approx(0.1 * 8 ** 1.7 / 2.0) and sp["met"] is False    # 1.71x < 2x
     assert tg["infer 64f: peak memory below sdpa ViT-Ti"]["met"] is True
     assert tg["infer 64f: >= 10x less peak memory than eager ViT-Ti (or it OOMs)"]["met"] is True   # it OOMed
+    b8 = tg["infer 64f batch 8: >= 10x less peak memory than eager ViT-Ti (or it OOMs)"]
+    assert b8["value"] == pytest.approx(6.0) and b8["met"] is False
+    # our process held 800 MB before the forward pass: 6000 / 800 is the most any forward pass could give
+    assert "with no activation memory at all the ratio would be 7.5x" in b8["detail"]
     k = tg["infer: time-vs-frames exponent of videomamba_tiny"]
     assert k["value"] == pytest.approx(1.0) and k["met"] is True
     assert tg["train 64f: peak memory <= sdpa ViT-Ti"]["met"] is True

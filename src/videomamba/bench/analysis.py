@@ -158,18 +158,8 @@ def targets(records, micro: dict | None = None) -> list[dict]:
             peak_mb(vm) < peak_mb(vs), f"{peak_mb(vm):.0f} MB vs {peak_mb(vs):.0f} MB{_incr(vm, vs)}")
     else:
         add("infer 64f: VideoMamba-Ti speed-up over sdpa ViT-Ti", None, ">= 2", None, _why(vm, vs))
-    if vm_ok and ve is not None and ve["status"] in ("ok", "oom"):
-        if ve["status"] == "oom":
-            lb = _ratio(ve.get("mem_limit_mb"), peak_mb(vm))
-            add("infer 64f: >= 10x less peak memory than eager ViT-Ti (or it OOMs)", lb, ">= 10 or OOM", True,
-                f"eager OOM (> {ve.get('mem_limit_mb') or '?'} MB budget) vs {peak_mb(vm):.0f} MB; "
-                "measured = budget / ours, a lower bound")
-        else:
-            m = peak_mb(ve) / peak_mb(vm)
-            add("infer 64f: >= 10x less peak memory than eager ViT-Ti (or it OOMs)", m, ">= 10", m >= 10,
-                f"{peak_mb(vm):.0f} MB vs {peak_mb(ve):.0f} MB{_incr(vm, ve, True)}")
-    else:
-        add("infer 64f: >= 10x less peak memory than eager ViT-Ti (or it OOMs)", None, ">= 10", None, _why(vm, ve))
+    _eager_memory_target(add, rec, 1)
+    _eager_memory_target(add, rec, 8)
     for row in scaling(records):
         s = row["spec"]
         if (s["model"].startswith("videomamba_") and s["mode"] == "infer" and s["batch"] == 1
@@ -221,6 +211,29 @@ def targets(records, micro: dict | None = None) -> list[dict]:
     else:
         add("issue 2: infer 8f >= 15x faster than the original CPU path (6.66 s)", None, ">= 15", None, _why(r8))
     return out
+
+
+def _eager_memory_target(add, rec, batch: int) -> None:
+    """Inference at 64 frames, fp32: >= 10x less peak memory than eager ViT-Ti, or it runs out of memory.
+    The detail says what our process holds before the forward pass (imports, weights, input): eager's peak
+    over it bounds the ratio we could reach even if the forward pass needed no memory at all."""
+    name = f"infer 64f{'' if batch == 1 else f' batch {batch}'}: >= 10x less peak memory than eager ViT-Ti (or it OOMs)"
+    common = dict(mode="infer", frames=64, batch=batch, dtype="fp32")
+    vm = rec(model="videomamba_tiny", grad_ckpt=False, **common)
+    ve = rec(model="vit_ti_joint", attn="eager", **common)
+    if vm is None or vm["status"] != "ok" or ve is None or ve["status"] not in ("ok", "oom"):
+        add(name, None, ">= 10", None, _why(vm, ve))
+    elif ve["status"] == "oom":
+        lb = _ratio(ve.get("mem_limit_mb"), peak_mb(vm))
+        add(name, lb, ">= 10 or OOM", True, f"eager OOM (> {ve.get('mem_limit_mb') or '?'} MB budget) vs "
+                                             f"{peak_mb(vm):.0f} MB; measured = budget / ours, a lower bound")
+    else:
+        m = peak_mb(ve) / peak_mb(vm)
+        floor = vm.get("baseline_rss_mb")
+        bound = (f"; before its forward pass our process already holds {floor:.0f} MB (imports "
+                 f"{vm.get('import_rss_mb') or 0:.0f} MB, weights, input): with no activation memory at all "
+                 f"the ratio would be {peak_mb(ve) / floor:.1f}x" if floor else "")
+        add(name, m, ">= 10", m >= 10, f"{peak_mb(vm):.0f} MB vs {peak_mb(ve):.0f} MB{_incr(vm, ve, True)}{bound}")
 
 
 def eager_attention_saved_mb(spec: dict) -> float | None:
