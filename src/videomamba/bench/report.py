@@ -172,6 +172,17 @@ def profile_section(records) -> str:
     return "\n".join(out)
 
 
+def _measured_when(machine: dict, history: list[dict]) -> str:
+    """When and at which commit: the first run's, plus the last resume's where a run was resumed later."""
+    first = f"{machine['date']}, code at `{machine.get('git')}`"
+    starts = [h for h in history if h.get("when") == "start"]
+    last = starts[-1] if len(starts) > 1 else None
+    if last is None or not last.get("date") or last["date"][:10] == str(machine["date"])[:10]:
+        return first
+    code = f", code at `{last['git']}`" if last.get("git") else ""
+    return f"{first}; last resumed {last['date']}{code}"
+
+
 def scan_section(scan: dict | None) -> str:
     if not scan:
         return ("`benchmarks/bench_scan.py` (the kernel benchmark, owned by ops) was not present or not "
@@ -345,10 +356,11 @@ def write_page(data: dict, page: Path, plot_dir: Path, command: "str | list[str]
     shares = [r["cpu_share"] for r in records if r.get("cpu_share") is not None]
     busy = bool(shares) and (statistics.median(shares) < 0.9 or min(shares) < BUSY_SHARE)
     L = [f"# VideoMamba benchmarks: results ({data.get('mode') or 'custom'} run)", ""]
-    L += [f"Measured {m['date']} on `{m['hostname']}`, code at `{m.get('git')}`. "
+    when = _measured_when(m, hist)
+    L += [f"Measured on `{m['hostname']}`: {when}. "
           "Ratios are within this one run; times are medians over the timed runs after warm-up "
           "(see [README](README.md) for what each figure means)." if page.parent.name == "benchmarks"
-          else f"Measured {m['date']} on `{m['hostname']}`, code at `{m.get('git')}`. Times are medians."]
+          else f"Measured on `{m['hostname']}`: {when}. Times are medians."]
     if command:
         cmds = [command] if isinstance(command, str) else list(command)
         L += [""] + (["Command: " + f"`{cmds[0]}`"] if len(cmds) == 1 else

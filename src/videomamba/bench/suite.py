@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..fileio import atomic_write_text
 from . import analysis, workloads
-from .runner import describe_machine, run_spec
+from .runner import _git_rev, describe_machine, run_spec
 
 FRAMES = (8, 16, 32, 64, 128)
 OURS = ("videomamba_tiny", "videomamba_small")
@@ -191,7 +191,8 @@ def run_suite(grid: list[dict], results_path: Path, *, timeout_s: float = 600.0,
                         "warmup": warmup, "threads": threads, "only": only, "mode": mode_name,
                         "child_env": {k: v for k, v in (env or {}).items() if os.environ.get(k) != v}}
     data.setdefault("load_history", []).append({"when": "start", "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                                "load_avg": [round(x, 2) for x in os.getloadavg()]})
+                                                "load_avg": [round(x, 2) for x in os.getloadavg()],
+                                                "git": _git_rev()})
     done = {r["id"]: r for r in data["records"]}
     if only:
         grid = [s for s in grid if fnmatch.fnmatch(workloads.spec_id(s), only)]
