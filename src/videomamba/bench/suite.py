@@ -174,7 +174,8 @@ def run_scan_bench(out_dir: Path, quick: bool, timeout_s: float, log=print) -> d
         status, stdout = ("ok" if p.returncode == 0 else "error"), p.stdout + p.stderr
     except subprocess.TimeoutExpired as e:
         status, stdout = "timeout", (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-    res = {"status": status, "argv": argv[1:], "wall_s": time.perf_counter() - t0, "stdout": stdout[-20000:]}
+    shown = [os.path.relpath(a, REPO) if a.startswith(str(REPO)) else a for a in argv[1:]]   # as typed in the repo
+    res = {"status": status, "argv": shown, "wall_s": time.perf_counter() - t0, "stdout": stdout[-20000:]}
     if json_path.is_file():
         try:
             res["data"] = json.loads(json_path.read_text())
