@@ -34,7 +34,9 @@ def test_hand_computed(conv):
     torch.testing.assert_close(out, torch.tensor([[[-0.2689414, 0.3112297]]]), rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("Bz,E,L,K", [(2, 5, 37, 4), (1, 3, 1, 4), (2, 4, 2, 3), (3, 33, 100, 2)])
+# L: vector chunks and a tail (37, 100), a tail only (1, 2), whole chunks only (32, 64)
+@pytest.mark.parametrize("Bz,E,L,K", [(2, 5, 37, 4), (1, 3, 1, 4), (2, 4, 2, 3), (3, 33, 100, 2),
+                                      (1, 4, 32, 4), (2, 3, 64, 3)])
 @pytest.mark.parametrize("act", [None, "silu"])
 def test_kernel_matches_reference_with_grads(Bz, E, L, K, act):
     k = cpu_kernel_or_skip()

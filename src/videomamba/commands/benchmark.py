@@ -108,6 +108,10 @@ def run(args) -> int:
         if args.set:
             spec["overrides"] = dict(_parse_set(kv) for kv in args.set)
         workloads.family(args.model)            # unknown names fail here, before a process starts
+        # build (or find cached) the compiled kernel here: a child that compiled it would count the
+        # compiler's memory in its peak RSS (wait4 reports the largest of its waited-for descendants)
+        from ..ops import cpu_kernel
+        cpu_kernel.load()
         rec = run_spec(spec, timeout_s=args.timeout or 900.0, mem_limit_mb=args.mem_limit_gb * 1024,
                        env=_child_env(args))
         rec["spec"], rec["id"] = spec, workloads.spec_id(spec)
