@@ -39,9 +39,8 @@ POINT = (384, 3137)
 SWEEP_L = (1024, 3137, 6273, 12545)
 SWEEP_E = (384, 768)
 N = 16
-# Slow paths run only where they finish in seconds (E * L elements); beyond, they are skipped.
-# past E * L of this, an implementation is skipped as too slow; the whole grid (the largest,
-# the reference's forward+backward at E=768, L=12545, takes ~10 s a run) stays in
+# Past E * L of this, a slow path is skipped; the whole grid stays in (its largest case, the
+# reference's forward+backward at E=768, L=12545, takes ~16 s a run).
 SLOW_MAX = {(impl, mode): max(SWEEP_E) * max(SWEEP_L) for impl in ("ref", "torch") for mode in ("fwd", "fwd+bwd")}
 CLOCK = time.perf_counter
 

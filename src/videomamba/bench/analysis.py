@@ -148,7 +148,6 @@ def targets(records, micro: dict | None = None) -> list[dict]:
     common = dict(mode="infer", frames=64, batch=1, dtype="fp32")
     vm = rec(model="videomamba_tiny", grad_ckpt=False, **common)
     vs = rec(model="vit_ti_joint", attn="sdpa", **common)
-    ve = rec(model="vit_ti_joint", attn="eager", **common)
     vm_ok = vm is not None and vm["status"] == "ok"
     if vm_ok and vs is not None and vs["status"] == "ok":
         sp = vs["median_s"] / vm["median_s"]
@@ -182,14 +181,9 @@ def targets(records, micro: dict | None = None) -> list[dict]:
             add(f"train 64f{label}: peak memory <= sdpa ViT-Ti", None, "<=", None, _why(r, ts))
         if good and te is not None and te["status"] in ("ok", "oom"):
             if te["status"] == "oom":
-                # eager attention keeps every layer's probabilities for backward: a floor on its need
-                need = max(te.get("mem_limit_mb") or 0.0, eager_attention_floor_mb(te["spec"]) or 0.0)
-                lb = _ratio(need, peak_mb(r))
+                lb, detail = _eager_oom(te, r, "its saved attention probabilities alone are")
                 add(f"train 64f{label}: >= 5x less peak memory than eager ViT-Ti", lb, ">= 5",
-                    lb is not None and lb >= 5,
-                    f"eager OOM: it needs > {need:.0f} MB (budget {te.get('mem_limit_mb') or '?'} MB; its saved "
-                    f"attention probabilities alone are {eager_attention_floor_mb(te['spec']) or 0:.0f} MB) vs "
-                    f"{peak_mb(r):.0f} MB; measured = that floor / ours")
+                    lb is not None and lb >= 5, detail)
             else:
                 m = peak_mb(te) / peak_mb(r)
                 add(f"train 64f{label}: >= 5x less peak memory than eager ViT-Ti", m, ">= 5", m >= 5,
@@ -224,21 +218,28 @@ def _eager_memory_target(add, rec, batch: int) -> None:
     if vm is None or vm["status"] != "ok" or ve is None or ve["status"] not in ("ok", "oom"):
         add(name, None, ">= 10", None, _why(vm, ve))
     elif ve["status"] == "oom":
-        floor = eager_attention_floor_mb(ve["spec"]) or 0.0
-        need = max(ve.get("mem_limit_mb") or 0.0, floor)
-        add(name, _ratio(need, peak_mb(vm)), ">= 10 or OOM", True,
-            f"eager OOM: it needs > {need:.0f} MB (budget {ve.get('mem_limit_mb') or '?'} MB; one layer's attention "
-            f"scores, raw and scaled, are {floor:.0f} MB) vs {peak_mb(vm):.0f} MB; measured = that floor / ours")
+        lb, detail = _eager_oom(ve, vm, "one layer's attention scores, raw and scaled, are")
+        add(name, lb, ">= 10 or OOM", True, detail)
     else:
         m = peak_mb(ve) / peak_mb(vm)
-        floor = vm.get("baseline_rss_mb")
-        bound = (f"; before its forward pass our process already holds {floor:.0f} MB (imports "
+        base = vm.get("baseline_rss_mb")
+        bound = (f"; before its forward pass our process already holds {base:.0f} MB (imports "
                  f"{vm.get('import_rss_mb') or 0:.0f} MB, weights, input): with no activation memory at all "
-                 f"the ratio would be {peak_mb(ve) / floor:.1f}x" if floor else "")
+                 f"the ratio would be {peak_mb(ve) / base:.1f}x" if base else "")
         scores = eager_attention_floor_mb(ve["spec"])
         floor_note = f"; eager's attention-score floor: {scores:.0f} MB" if scores else ""
         add(name, m, ">= 10", m >= 10,
             f"{peak_mb(vm):.0f} MB vs {peak_mb(ve):.0f} MB{_incr(vm, ve, True)}{floor_note}{bound}")
+
+
+def _eager_oom(peer: dict, ours: dict, what: str) -> tuple[float | None, str]:
+    """An eager peer that ran out of memory: it needed at least the budget and at least its attention
+    matrices (``eager_attention_floor_mb``). Returns that need / our peak (a lower bound) and the detail."""
+    floor = eager_attention_floor_mb(peer["spec"]) or 0.0
+    need = max(peer.get("mem_limit_mb") or 0.0, floor)
+    return _ratio(need, peak_mb(ours)), (
+        f"eager OOM: it needs > {need:.0f} MB (budget {peer.get('mem_limit_mb') or '?'} MB; {what} "
+        f"{floor:.0f} MB) vs {peak_mb(ours):.0f} MB; measured = that floor / ours")
 
 
 def eager_attention_floor_mb(spec: dict) -> float | None:
