@@ -53,6 +53,13 @@ class DataSection:
     num_workers: int = 2
     skip_bad: bool = False
     cache: bool = False                    # keep decoded videos in memory (small datasets; workers persist)
+    # -- recipes: validation views, final test, view micro-batches, LVU windows
+    test: str | None = None                # final test annotations (default: data.val), scored with test views
+    val_clips: int | None = None           # views of the per-epoch validation (default: test_clips x test_crops);
+    val_crops: int | None = None           # the release validates on 1 x 1 and tests the best epoch on all views
+    view_batch: int | None = None          # evaluation: views through the model at once (null: a whole batch)
+    window: float | None = 60.0            # LVU: seconds per window (null: whole videos)
+    window_stride: float = 16.0            # LVU: seconds between window starts
 
 
 @dataclass
@@ -72,6 +79,17 @@ class AugmentSection:
     switch_prob: float = 0.5
     mixup_prob: float = 1.0
     label_smoothing: float = 0.1
+    crop: Literal["random_resized", "multiscale"] = "random_resized"  # multiscale: the release's pretraining crop
+    preset: str | None = None              # named defaults for the keys not given (AUGMENT_PRESETS)
+
+
+# ``augment.preset``: keys a preset sets unless the config gives them.
+AUGMENT_PRESETS = {
+    # the release's masked-pretraining pipeline (video_sm/datasets/build.py, DataAugmentationForVideoMAE):
+    # multi-scale crop (scales 1, .875, .75, .66) + flip + normalisation, nothing else
+    "pretrain": {"crop": "multiscale", "rand_augment": None, "random_erasing": 0.0, "flip": True,
+                 "mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.0},
+}
 
 
 @dataclass
@@ -97,6 +115,7 @@ class OptimSection:
     eps: float = 1e-8
     weight_decay: float = 0.05
     layer_decay: float = 0.75              # 1.0: off
+    layer_decay_mode: Literal["release", "per_block"] = "per_block"  # release: blocks at full lr (engine/optim.py)
     clip_grad: float | None = None
     accum_steps: int = 1
     epochs: int = 30
@@ -126,6 +145,8 @@ class TrainSection:
     progress: Literal["auto", "bar", "log", "none"] = "auto"
     plots: bool = True
     threads: int | Literal["auto"] | None = None  # torch.set_num_threads; auto: time N vs 1 thread, keep the faster
+    final_test: bool = True                # after training: best checkpoint on data.test (or val), all test views
+    export: Literal["best", "last"] = "best"  # which weights model/ holds (best: the best validation checkpoint)
 
 
 @dataclass
@@ -148,9 +169,18 @@ class PretrainSection:
 
     teacher: str | None = None             # VideoMamba dir / checkpoint (+ teacher_model), or a local transformers dir
     teacher_model: str | None = None
-    mask_type: Literal["random", "tube", "frame_row", "clip_row", "attention"] = "tube"
+    mask_type: Literal["random", "tube", "frame_row", "clip_row", "random_row", "attention"] = "tube"
     mask_ratio: float = 0.8
     mask_sampling: Literal["multinomial", "topk"] = "multinomial"   # attention masks only
+    loss: Literal["cosine", "mse", "smooth_l1"] = "cosine"  # cosine: mean (2 - 2 cos), the release's 'l2'
+    loss_weight: float = 1.0               # the release's clip_loss_ratio
+    return_layers: int = 1                 # aligned layers (the release's clip_return_layer)
+    student_interval: int = 1              # layers between aligned student layers
+    teacher_interval: int = 1              # layers between aligned teacher layers
+    teacher_final_norm: bool = True        # false: no final layer norm on the teacher's tokens (the release with cls)
+    teacher_input: Literal["renormalise", "imagenet"] = "renormalise"  # imagenet: feed the clip's ImageNet-
+                                           # normalised pixels as they are (the release), else the teacher's stats
+    teacher_arch: str | None = None        # state-dict teacher file: clip_b16 / clip_l14 / ... (None: from its shapes)
 
 
 @dataclass
@@ -272,6 +302,11 @@ def _build(d: dict, source: str) -> TrainConfig:
         raw = d.get(sec) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: section {sec!r} must be a mapping, got {raw!r}")
+        if sec == "augment" and raw.get("preset") is not None:
+            if raw["preset"] not in AUGMENT_PRESETS:
+                raise ConfigError(f"{source}: augment.preset must be one of {', '.join(AUGMENT_PRESETS)} or null, "
+                                  f"got {raw['preset']!r}")
+            raw = {**AUGMENT_PRESETS[raw["preset"]], **raw}
         kwargs[sec] = _build_model(raw, source) if sec == "model" else _build_section(sec, cls, raw, source)
     cfg = TrainConfig(**kwargs)
     validate(cfg, source)
@@ -364,6 +399,14 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
          cfg.pretrain.mask_ratio)
     need(not (cfg.distill.teacher and cfg.pretrain.teacher), "distill.teacher / pretrain.teacher",
          "set for one of the two methods only", (cfg.distill.teacher, cfg.pretrain.teacher))
+    for k in ("val_clips", "val_crops", "view_batch"):
+        need(getattr(d, k) is None or getattr(d, k) >= 1, f"data.{k}", "a positive integer or null", getattr(d, k))
+    need(d.window is None or d.window > 0, "data.window", "a positive number of seconds or null", d.window)
+    need(d.window_stride > 0, "data.window_stride", "a positive number of seconds", d.window_stride)
+    p = cfg.pretrain
+    for k in ("return_layers", "student_interval", "teacher_interval"):
+        need(getattr(p, k) >= 1, f"pretrain.{k}", "a positive integer", getattr(p, k))
+    need(p.loss_weight > 0, "pretrain.loss_weight", "a positive number", p.loss_weight)
     if cfg.task.type == "regression":
         need(a.mixup == 0 and a.cutmix == 0, "augment.mixup/cutmix", "0 for a regression task", (a.mixup, a.cutmix))
     # the model overrides are checked by building the VideoMambaConfig (its errors name the field)

@@ -1,10 +1,18 @@
 """AdamW parameter groups (weight-decay exclusions, layer-wise lr decay), the lr-scaling rule and
 the per-step cosine schedule with linear warm-up.
 
-Layer-wise decay: parameter ``p`` with ``layer_id(p) = i`` out of ``num_layers`` gets
-``lr_scale = layer_decay ** (num_layers - 1 - i)`` (embeddings 0, block j -> j + 1, norm/head last).
-The release computed ids from names that did not match its blocks, so every block got scale 1;
-here the ids come from the model itself (``model.layer_id``), and a test checks block 0's scale.
+Layer-wise decay, two modes (``layer_decay_mode``):
+
+- ``"per_block"`` (the working decay): parameter ``p`` with ``layer_id(p) = i`` out of ``num_layers``
+  gets ``lr_scale = layer_decay ** (num_layers - 1 - i)`` (embeddings 0, block j -> j + 1, norm/head
+  last); the ids come from the model itself (``model.layer_id``).
+- ``"release"``: the assignment the released fine-tuning code actually made. Its id function
+  (``get_num_layer_for_vit`` in ``video_sm/optim_factory.py``) was written for ViT names: only
+  ``cls_token``, ``mask_token``, ``pos_embed`` and ``patch_embed.*`` got id 0; every other name,
+  the ``layers.*`` blocks and ``temporal_pos_embedding`` included, fell through to the last id. With
+  ``depth + 2`` ids that gives ``layer_decay ** (depth + 1)`` to the patch embedding, cls token and
+  spatial position table and 1 to everything else: the blocks train at full learning rate (the
+  release README: fine-tuned "without layer decay"). The release's configs use this.
 """
 from __future__ import annotations
 
@@ -19,23 +27,43 @@ def scaled_lr(base_lr: float, batch_size: int, world_size: int = 1, accum_steps:
     return base_lr * batch_size * world_size * accum_steps * repeat_aug / 256.0
 
 
+LAYER_DECAY_MODES = ("release", "per_block")
+_RELEASE_ID0_NAMES = ("cls_token", "mask_token", "pos_embed")
+
+
+def release_layer_id(name: str, depth: int) -> int:
+    """The release's layer id of a parameter name, out of ``depth + 2`` ids (see the module docstring)."""
+    if name in _RELEASE_ID0_NAMES or name.startswith("patch_embed"):
+        return 0
+    return depth + 1
+
+
 def param_groups(model: torch.nn.Module, weight_decay: float, layer_decay: float = 1.0,
-                 no_weight_decay: set[str] | None = None) -> list[dict]:
+                 no_weight_decay: set[str] | None = None, layer_decay_mode: str = "per_block") -> list[dict]:
     """Groups keyed by (layer id, decay / no decay), each with ``lr_scale`` and ``weight_decay``.
 
     Exclusions come from ``model.no_weight_decay()`` (tables, cls token, A_log, D, norms, biases);
-    models without ``layer_id`` get a single layer.
+    models without ``layer_id`` get a single layer. ``layer_decay_mode``: ``"per_block"`` or
+    ``"release"`` (module docstring).
     """
+    if layer_decay_mode not in LAYER_DECAY_MODES:
+        raise ValueError(f"layer_decay_mode must be one of {LAYER_DECAY_MODES}, got {layer_decay_mode!r}")
     if no_weight_decay is None:
         no_weight_decay = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    has_layers = hasattr(model, "layer_id") and hasattr(model, "num_layers")
-    num_layers = model.num_layers if has_layers else 1
+    depth = getattr(getattr(model, "cfg", None), "depth", None)
+    if layer_decay_mode == "release" and depth is not None:
+        num_layers = depth + 2
+        get_id = lambda name: release_layer_id(name, depth)        # noqa: E731
+    elif hasattr(model, "layer_id") and hasattr(model, "num_layers"):
+        num_layers, get_id = model.num_layers, model.layer_id
+    else:
+        num_layers, get_id = 1, (lambda name: 0)
     groups: dict[tuple[int, bool], dict] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         no_wd = name in no_weight_decay or p.ndim <= 1 or getattr(p, "_no_weight_decay", False)
-        lid = model.layer_id(name) if has_layers else 0
+        lid = get_id(name)
         key = (lid, no_wd)
         if key not in groups:
             groups[key] = {"params": [], "param_names": [], "layer_id": lid,
@@ -47,8 +75,9 @@ def param_groups(model: torch.nn.Module, weight_decay: float, layer_decay: float
 
 
 def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float = 0.05,
-                    layer_decay: float = 1.0, betas=(0.9, 0.999), eps: float = 1e-8) -> torch.optim.AdamW:
-    groups = param_groups(model, weight_decay, layer_decay)
+                    layer_decay: float = 1.0, betas=(0.9, 0.999), eps: float = 1e-8,
+                    layer_decay_mode: str = "per_block") -> torch.optim.AdamW:
+    groups = param_groups(model, weight_decay, layer_decay, layer_decay_mode=layer_decay_mode)
     for g in groups:
         g["lr"] = lr * g["lr_scale"]
     # foreach=False: the single-tensor path is bitwise reproducible across resumes and ranks.

@@ -267,7 +267,8 @@ class _Trainer:
                   if o.scale_lr and o.lr is None else 1.0)
         self.lr = o.lr if o.lr is not None else o.base_lr * factor
         min_lr, warmup_lr = (o.min_lr * factor, o.warmup_lr * factor)
-        self.optimizer = build_optimizer(self.model, self.lr, o.weight_decay, o.layer_decay, o.betas, o.eps)
+        self.optimizer = build_optimizer(self.model, self.lr, o.weight_decay, o.layer_decay, o.betas, o.eps,
+                                         layer_decay_mode=o.layer_decay_mode)
         self.total_steps = o.epochs * self.steps_per_epoch
         warmup = o.warmup_steps if o.warmup_steps is not None else round(o.warmup_epochs * self.steps_per_epoch)
         self.schedule = CosineSchedule(self.optimizer, self.lr, self.total_steps, warmup, min_lr, warmup_lr)
