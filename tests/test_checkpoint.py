@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import videomamba as vm
-from videomamba.checkpoint import (CheckpointError, checkpoint_filter, load_state_dict_file,
-                                   save_pretrained, unwrap_state_dict)
+from videomamba.checkpoint import (CheckpointError, checkpoint_filter, load_state_dict_file, parse,
+                                   save_pretrained)
 
 KW = dict(embed_dim=32, depth=2, num_classes=5, num_frames=4, img_size=32)
 
@@ -23,8 +23,11 @@ def test_wrappers_and_prefixes():
                          ({"model": {f"module.{k}": v for k, v in sd.items()}}, "model / prefix 'module.'"),
                          ({f"backbone.{k}": v for k, v in sd.items()}, "prefix 'backbone.'"),
                          ({"state_dict": {f"encoder.{k}": v for k, v in sd.items()}}, "state_dict / prefix 'encoder.'")]:
-        out, got_fmt, _ = unwrap_state_dict(wrapped)
-        assert got_fmt == fmt and set(out) == set(sd)
+        ckpt = parse(wrapped)
+        assert ckpt.format == fmt and set(ckpt.state_dict) == set(sd)
+    # prefixes are removed key by key: a file may mix them (as the original fine-tune loaders allow)
+    mixed = {(f"module.{k}" if i % 2 else k): v for i, (k, v) in enumerate(sd.items())}
+    assert set(parse(mixed).state_dict) == set(sd)
 
 
 def test_image_checkpoint_inflation_centre_and_average():
@@ -104,23 +107,27 @@ def test_masked_pretrain_checkpoint_norm_rename_and_decoder_dropped():
     model = build()
     out, rep = checkpoint_filter(sd, model)
     assert torch.equal(out["norm_f.weight"], sd["norm.weight"])
-    assert "clip_decoder.0.head.weight" in rep.unexpected
+    assert "clip_decoder.0.head.weight" in rep.skipped and rep.unexpected == []
+    assert "renamed from norm.weight" in rep.adapted["norm_f.weight"]
     assert set(rep.missing) == {"head.weight", "head.bias"}
 
 
-def test_vim_middle_cls_row_moves_to_head():
+def test_vim_middle_cls_row_read_from_the_middle():
     model = build("videomamba_image_tiny")
     sd = dict(model.state_dict())
     S = 4
     pe = torch.arange(S + 1, dtype=torch.float32).view(1, S + 1, 1).repeat(1, 1, 32)
     sd["pos_embed"] = pe                                   # row S//2 = 2 is the cls row
-    out, rep = checkpoint_filter(sd, model, source_cls_position="middle")
+    out, rep = checkpoint_filter(sd, model, cls_row="middle")
     assert out["pos_embed"][0, :, 0].tolist() == [2.0, 0.0, 1.0, 3.0, 4.0]
     assert "middle" in rep.adapted["pos_embed"]
-    # detected from the checkpoint's args namespace
-    wrapped = {"model": sd, "args": argparse.Namespace(use_middle_cls_token=True)}
-    rep = vm.load_checkpoint(model, wrapped)
-    assert model.pos_embed[0, 0, 0].item() == 2.0
+    # detected from the Vim model name in the file's args namespace (no released file has a
+    # use_middle_cls_token field)
+    wrapped = {"model": sd, "args": argparse.Namespace(model="vim_tiny_patch16_224_bimambav2_final_pool_mean_abs_"
+                                                            "pos_embed_with_midclstok_div2", input_size=32)}
+    built = vm.create_model(None, pretrained=wrapped)
+    assert built.cfg.cls_position == "middle" and built.cfg.merge == "mean" and built.cfg.image
+    assert built.pos_embed[0, 0, 0].item() == 2.0
 
 
 def test_head_dropped_or_sliced():

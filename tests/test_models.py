@@ -188,7 +188,7 @@ def test_other_frame_counts_and_resolutions():
         out = m(x)
         assert out.shape == (1, 5) and torch.isfinite(out).all()
         big = vm.create_model("videomamba_tiny", **{**SMALL, **kw, "num_frames": 8, "img_size": 48})
-        vm.load_checkpoint(big, m.state_dict(), source_grid=m.cfg.grid)
+        vm.load_checkpoint(big, m.state_dict(), source=m.cfg)
         torch.testing.assert_close(big.eval()(x), out, atol=1e-5, rtol=1e-5)
 
 

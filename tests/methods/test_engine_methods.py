@@ -5,7 +5,6 @@ import torch
 import videomamba as vm
 from videomamba.engine import train
 from videomamba.engine.methods import DistillTask, build_method
-from videomamba.engine.state import load_model
 from videomamba.engine.tasks import ClassificationTask
 from videomamba.models.distill import DistillStudent
 
@@ -60,7 +59,7 @@ def test_distillation_run_exports_a_plain_classifier(teacher_dir, tmp_path):
     assert isinstance(res.model, DistillStudent)
     exported = vm.create_model(None, pretrained=res.export_dir)       # strict: no distill head left
     assert type(exported) is vm.VideoMamba and exported.cfg.embed_dim == 24
-    from_ckpt = load_model(res.checkpoint)                             # training checkpoint -> classifier
+    from_ckpt = vm.create_model(None, pretrained=res.checkpoint).eval()                           # training checkpoint -> classifier
     x = torch.randn(1, 3, 4, 32, 32)
     torch.testing.assert_close(from_ckpt(x), exported.eval()(x))
 

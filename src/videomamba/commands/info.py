@@ -21,9 +21,9 @@ def model_info(model: str, frames: int | None = None, img_size: int | None = Non
     from ..models import get_config
     from ..models.flops import count_flops
 
-    if Path(model).is_dir():
-        from ..checkpoint import load_config_dir
-        cfg = load_config_dir(model)
+    if Path(model).exists():
+        from ..checkpoint import infer_config, read_checkpoint
+        cfg = infer_config(read_checkpoint(model))
     else:
         cfg = get_config(model)
     over = {k: v for k, v in (("num_frames", frames), ("img_size", img_size), ("num_classes", num_classes))

@@ -13,10 +13,9 @@ layer decay, lr rule, cosine schedule), ``ema``, ``data`` (resumable seeded load
 from .config import ConfigError, TrainConfig, dump_yaml, list_configs, load_config
 from .evaluate import evaluate, format_eval, run_eval
 from .predict import format_predictions, predict
-from .state import load_model
 from .trainer import NonFiniteLossError, TrainingInterrupted, TrainResult, train
 
-__all__ = ["train", "evaluate", "predict", "load_config", "load_model", "TrainConfig", "TrainResult",
+__all__ = ["train", "evaluate", "predict", "load_config", "TrainConfig", "TrainResult",
            "ConfigError", "NonFiniteLossError", "TrainingInterrupted", "run_eval", "format_eval", "format_predictions", "dump_yaml",
            "list_configs", "demo"]
 

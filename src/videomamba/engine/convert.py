@@ -1,88 +1,71 @@
-"""Original checkpoint -> our directory format (``model.safetensors`` + ``config.json``).
+"""Any checkpoint -> our directory format (``model.safetensors`` + ``config.json``).
 
-The architecture is read off the tensors when no preset is given: width and patch from the patch
-kernel, depth from the block indices, state size / expansion / dt rank from the mixer, classes
-from the head, grid from the position tables. The weights then go through the checkpoint filter.
+The file decides the model (``create_model(None, pretrained=...)``) unless a preset or overrides
+say otherwise. The check compares the written directory, reloaded, with the file as the filter
+read it: a model of the file's own architecture loaded from the file, on the same input.
 """
 from __future__ import annotations
 
-import math
-import re
 from pathlib import Path
 
 import torch
 
 
-def infer_config(state_dict: dict, **overrides):
-    """A :class:`VideoMambaConfig` that fits an (unwrapped) original state dict."""
-    from ..checkpoint import CheckpointError
-    from ..models import VideoMambaConfig
-
-    sd = state_dict
-    need = "patch_embed.proj.weight"
-    if need not in sd:
-        raise CheckpointError(f"cannot infer the architecture: no {need} in the checkpoint "
-                              f"(keys start with {sorted(sd)[:5]}); pass a preset with --model")
-    w = sd[need]
-    D, p = w.shape[0], w.shape[-1]
-    image = w.dim() == 4
-    k = 1 if image else w.shape[2]
-    depth = 1 + max((int(m.group(1)) for key in sd if (m := re.match(r"layers\.(\d+)\.", key))), default=-1)
-    if depth < 1:
-        raise CheckpointError("cannot infer the depth: no layers.{i}.* keys in the checkpoint")
-    E, N = sd["layers.0.mixer.A_log"].shape
-    R = sd["layers.0.mixer.dt_proj.weight"].shape[1]
-    num_classes = sd["head.weight"].shape[0] if "head.weight" in sd else 0
-    kw = dict(embed_dim=D, depth=depth, patch_size=p, tubelet_size=k, d_state=N, expand=E // D,
-              dt_rank=None if R == math.ceil(D / 16) else R, num_classes=num_classes)
-    if "layers.0.mixer.conv1d.weight" in sd:
-        kw["d_conv"] = sd["layers.0.mixer.conv1d.weight"].shape[-1]
-    pe = sd.get("pos_embed")
-    if pe is not None:
-        n = pe.shape[-2]
-        for c in (1, 0):
-            g = math.isqrt(n - c)
-            if g * g == n - c:
-                kw["img_size"] = g * p
-                kw["cls_position"] = "head" if c else "none"
-                break
-        else:
-            raise CheckpointError(f"pos_embed {tuple(pe.shape)} is not a spatial table; pass a preset with --model")
-    tpe = sd.get("temporal_pos_embedding")
-    if tpe is not None:
-        kw["num_frames"] = tpe.shape[1] * k
-    elif image:
-        kw["image"] = True
-    kw.update(overrides)
-    return VideoMambaConfig(**kw)
+def _probe_input(cfg, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    T = 1 if cfg.image else cfg.num_frames
+    x = torch.randn(2, 3, T, cfg.img_size, cfg.img_size, generator=g)
+    return x[:, :, 0] if cfg.image else x
 
 
 def convert_checkpoint(src: str | Path, out_dir: str | Path, model_name: str | None = None, *,
-                       strict: bool = False, allow_unsafe: bool = False, check: bool = True, **overrides) -> dict:
-    """Convert ``src`` into ``out_dir``. Returns ``{"out_dir", "config", "report", "max_abs_diff"}``;
-    ``check`` reloads the written directory and compares its logits with the converted model's."""
-    from ..checkpoint import load_checkpoint, load_state_dict_file, save_pretrained, unwrap_state_dict
-    from ..models import VideoMamba, create_model, get_config
+                       strict: bool = False, allow_unsafe: bool = False, use_ema: bool | None = None,
+                       vision_only: bool = False, check: bool = True, **overrides) -> dict:
+    """Convert ``src`` into ``out_dir``.
 
-    raw = load_state_dict_file(src, allow_unsafe=allow_unsafe)
-    sd, fmt, _ = unwrap_state_dict(raw)
-    if model_name:
-        cfg = get_config(model_name, **overrides)
-    else:
-        cfg = infer_config(sd, **overrides)
-    cfg = cfg.replace(extra={**cfg.extra, "converted_from": Path(src).name, "source_format": fmt})
-    model = VideoMamba(cfg).eval()
-    report = load_checkpoint(model, raw, strict=strict)
-    report.source = str(src)
+    Returns ``{"out_dir", "config", "report", "check"}``; ``check`` (when asked and comparable) is
+    ``{"what", "max_abs_diff"}``: the reloaded directory against the file's own model on one input
+    (logits, or features when the head was dropped or changed). Geometry changes (frames, size)
+    resample tables, so the comparison is then made at the new geometry on both sides only when
+    the file's model can run it; otherwise ``check["what"]`` says why nothing was compared."""
+    from ..checkpoint import CheckpointError, infer_config, load_into, read_checkpoint, save_pretrained
+    from ..models import VideoMamba, create_model
+
+    ckpt = read_checkpoint(src, use_ema=use_ema, allow_unsafe=allow_unsafe)
+    model = create_model(model_name, pretrained=ckpt, strict=strict, vision_only=vision_only, **overrides).eval()
+    report = model.load_report
+    cfg = model.cfg
+    if getattr(model, "is_video_text", False):
+        out = save_pretrained(model, out_dir, extra={"converted_from": Path(str(src)).name,
+                                                     "source_format": ckpt.format})
+        return {"out_dir": out, "config": cfg, "report": report, "check": None}
+    cfg.extra = {**cfg.extra, "converted_from": Path(str(src)).name, "source_format": ckpt.format}
     out = save_pretrained(model, out_dir)
-    diff = None
-    if check:
-        again = create_model(cfg, pretrained=out).eval()
-        T = 1 if cfg.image else cfg.num_frames
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(1, 3, T, cfg.img_size, cfg.img_size, generator=g)
-        if cfg.image:
-            x = x[:, :, 0]
-        with torch.no_grad():
-            diff = float((model(x) - again(x)).abs().max())
-    return {"out_dir": out, "config": cfg, "report": report, "max_abs_diff": diff}
+    result = {"out_dir": out, "config": cfg, "report": report, "check": None}
+    if not check:
+        return result
+    again = create_model(None, pretrained=out).eval()
+    try:
+        file_cfg = infer_config(ckpt)
+    except (CheckpointError, ValueError):
+        file_cfg = None
+    if file_cfg is None:
+        result["check"] = {"what": "not compared: the file's architecture could not be read from it alone",
+                           "max_abs_diff": None}
+        return result
+    ref = VideoMamba(file_cfg).eval()
+    load_into(ref, ckpt)
+    same_geometry = (file_cfg.num_frames, file_cfg.img_size, file_cfg.image) == (cfg.num_frames, cfg.img_size, cfg.image)
+    x = _probe_input(cfg if same_geometry or not cfg.image else file_cfg)
+    same_head = file_cfg.num_classes == cfg.num_classes and not any(k.startswith("head.") for k in report.adapted)
+    with torch.no_grad():
+        if same_head and cfg.num_classes > 0:
+            a, b, what = again(x), ref(x), "logits"
+        else:
+            a = again.forward_head(again.forward_features(x), pre_logits=True)
+            b = ref.forward_head(ref.forward_features(x), pre_logits=True)
+            what = "features (head changed)"
+    if not same_geometry:
+        what += f" at {tuple(x.shape)}; tables resampled from the file's {file_cfg.num_frames} frames, {file_cfg.img_size} px"
+    result["check"] = {"what": what, "max_abs_diff": float((a - b).abs().max())}
+    return result

@@ -19,7 +19,7 @@ def predict(videos: "str | Path | list[str | Path]", checkpoint: "str | Path | N
     """Returns, per file, ``{"path", "top": [{"label", "index", "score"}, ...]}`` (classification)
     or ``{"path", "value"}`` (regression). Defaults for frames, size and views come from the model."""
     from ..data import load_video_clips
-    from .state import load_model
+    from ..models import create_model
     from .trainer import resolve_amp
 
     if isinstance(videos, (str, Path)):
@@ -28,7 +28,7 @@ def predict(videos: "str | Path | list[str | Path]", checkpoint: "str | Path | N
     if model is None:
         if checkpoint is None:
             raise ValueError("give a checkpoint to predict with")
-        model = load_model(checkpoint, model_name=model_name, use_ema=use_ema)
+        model = create_model(model_name, pretrained=checkpoint, use_ema=use_ema)
     model = model.to(dev).eval()
     mcfg = model.cfg
     extra = dict(mcfg.extra or {})

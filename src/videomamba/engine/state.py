@@ -3,7 +3,8 @@
 A training checkpoint is a plain dict of tensors and Python scalars, loadable with
 ``torch.load(weights_only=True)``. It holds the model, optimizer, schedule, grad scaler, EMA,
 step / epoch / position in the epoch, every rank's RNG states, the training config and the model
-config (with class names and preprocessing in ``extra``), so it also serves ``eval`` / ``predict``.
+config (with class names and preprocessing in ``extra``), so it also serves ``eval`` / ``predict``
+through ``create_model(pretrained=...)``.
 """
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checkpoint.formats import TRAIN_FORMAT as FORMAT
 from ..fileio import atomic_torch_save
 
-FORMAT = "videomamba-train-v1"
 _STEP_RE = re.compile(r"^step_(\d+)\.pt$")
 
 
@@ -102,42 +103,3 @@ def resolve_resume(resume: str | Path | bool | None, out_dir: str | Path) -> Pat
     if not p.is_file():
         raise FileNotFoundError(f"resume checkpoint {p} does not exist")
     return p
-
-
-# --------------------------------------------------------------------------- inference loading
-def load_model(checkpoint: str | Path, model_name: str | None = None, use_ema: bool | None = None,
-               map_location="cpu", **overrides):
-    """A model ready for inference from any of:
-
-    - a directory written by ``save_pretrained`` (``config.json`` + ``model.safetensors``);
-    - a training checkpoint of this engine (its EMA weights when ``use_ema`` is true, or by
-      default when training evaluated with EMA);
-    - an original / foreign checkpoint file, which needs ``model_name`` (a preset) and overrides.
-    """
-    from ..models import VideoMamba, VideoMambaConfig, create_model
-
-    p = Path(checkpoint)
-    if not p.exists():
-        raise FileNotFoundError(f"checkpoint {p} does not exist")
-    if p.is_dir():
-        model = create_model(model_name or "videomamba_tiny", pretrained=p, **overrides)
-        return model.eval()
-    if p.suffix == ".pt" or p.suffix == ".pth":
-        try:
-            state = torch.load(p, map_location=map_location, weights_only=True)
-        except Exception:
-            state = None
-        if isinstance(state, dict) and state.get("format") == FORMAT:
-            mcfg = VideoMambaConfig.from_dict({**state["model_config"], **overrides})
-            model = VideoMamba(mcfg)
-            if use_ema is None:
-                use_ema = bool(state.get("ema") is not None and state.get("train_config", {}).get("train", {}).get("ema_eval", True))
-            weights = state["ema"] if use_ema and state.get("ema") is not None else state["model"]
-            # a distillation / pretraining run also trained a distill head or decoder: not part of the classifier
-            weights = {k: v for k, v in weights.items() if not k.startswith(("distill_head.", "clip_decoder."))}
-            model.load_state_dict(weights)
-            return model.eval()
-    if model_name is None:
-        raise ValueError(f"{p} is not a saved model directory or a videomamba training checkpoint; "
-                         f"pass --model NAME (a preset such as videomamba_tiny) to load it as an original checkpoint")
-    return create_model(model_name, pretrained=p, **overrides).eval()

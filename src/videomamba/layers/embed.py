@@ -13,13 +13,16 @@ import torch.nn.functional as F
 
 
 class PatchEmbed(nn.Module):
-    """Conv3d with kernel = stride = (k, p, p): (B, C, T, H, W) -> (B, D, t, h, w)."""
+    """Conv3d with kernel (k, p, p) and stride (k, s, s), s = p unless overlapping patches are asked
+    for (Vim's stride-8 models): (B, C, T, H, W) -> (B, D, t, h, w), h = (H - p) // s + 1."""
 
-    def __init__(self, patch_size: int = 16, tubelet_size: int = 1, in_chans: int = 3, embed_dim: int = 192):
+    def __init__(self, patch_size: int = 16, tubelet_size: int = 1, in_chans: int = 3, embed_dim: int = 192,
+                 stride: int | None = None):
         super().__init__()
         self.patch_size, self.tubelet_size = patch_size, tubelet_size
+        self.stride = stride or patch_size
         k = (tubelet_size, patch_size, patch_size)
-        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=k, stride=k)
+        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=k, stride=(tubelet_size, self.stride, self.stride))
 
     def forward(self, x):
         return self.proj(x)

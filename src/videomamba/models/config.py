@@ -49,6 +49,7 @@ class VideoMambaConfig:
     num_frames: int = 8
     img_size: int = 224
     patch_size: int = 16
+    patch_stride: int | None = None       # None: non-overlapping patches (stride = patch_size); Vim's stride8 files: 8
     tubelet_size: int = 1
     in_chans: int = 3
     image: bool = False                   # True: (B, 3, H, W) input, no temporal table
@@ -97,8 +98,13 @@ class VideoMambaConfig:
                 raise ValueError(f"{k} must be a positive integer, got {v!r}")
         if self.num_classes < 0:
             raise ValueError(f"num_classes must be >= 0 (0: no head), got {self.num_classes}")
-        if self.img_size % self.patch_size:
-            raise ValueError(f"img_size={self.img_size} is not a multiple of patch_size={self.patch_size}")
+        if self.patch_stride is not None and (not isinstance(self.patch_stride, int) or isinstance(self.patch_stride, bool)
+                                              or not 1 <= self.patch_stride <= self.patch_size):
+            raise ValueError(f"patch_stride must be null or an integer in [1, patch_size={self.patch_size}], "
+                             f"got {self.patch_stride!r}")
+        if self.img_size < self.patch_size or (self.img_size - self.patch_size) % self.stride:
+            raise ValueError(f"img_size={self.img_size} does not tile into patches of {self.patch_size} px at stride "
+                             f"{self.stride} (need img_size = patch_size + n * stride)")
         if self.image:
             self.num_frames, self.tubelet_size = 1, 1
         if self.num_frames % self.tubelet_size:
@@ -116,8 +122,16 @@ class VideoMambaConfig:
         return self.dt_rank or math.ceil(self.embed_dim / 16)
 
     @property
+    def stride(self) -> int:
+        return self.patch_stride or self.patch_size
+
+    def grid_side(self, img_size: int | None = None) -> int:
+        """Patches along one side of a square frame: (H - p) // stride + 1."""
+        return ((img_size or self.img_size) - self.patch_size) // self.stride + 1
+
+    @property
     def grid(self) -> tuple[int, int, int]:
-        g = self.img_size // self.patch_size
+        g = self.grid_side()
         return self.num_frames // self.tubelet_size, g, g
 
     @property
@@ -126,7 +140,7 @@ class VideoMambaConfig:
 
     def num_tokens(self, num_frames: int | None = None, img_size: int | None = None) -> int:
         t = (num_frames or self.num_frames) // self.tubelet_size
-        g = (img_size or self.img_size) // self.patch_size
+        g = self.grid_side(img_size)
         return self.num_cls + t * g * g
 
     def to_dict(self) -> dict:

@@ -55,7 +55,7 @@ def count_flops(cfg: VideoMambaConfig, num_frames: int | None = None, img_size: 
     T = 1 if cfg.image else (num_frames or cfg.num_frames)
     H = img_size or cfg.img_size
     D, E, N, R, K = cfg.embed_dim, cfg.d_inner, cfg.d_state, cfg.rank, cfg.d_conv
-    P = (T // cfg.tubelet_size) * (H // cfg.patch_size) ** 2
+    P = (T // cfg.tubelet_size) * cfg.grid_side(H) ** 2
     L = P + cfg.num_cls
     orders = 2 if cfg.scan_order == "spatiotemporal_v2" else 1                 # v2 runs the mixer twice
     bd = {

@@ -88,28 +88,34 @@ def videomamba_kaist_small() -> VideoMambaConfig:
                             pos_embed="joint", joint_pos_init="expand", backward_order="full_flip")
 
 
-def create_model(name_or_config: "str | VideoMambaConfig | dict", pretrained: str | Path | None = None,
-                 strict: bool = False, **overrides):
-    """Build a model from a preset name, a config or a saved directory.
+def create_model(name_or_path: "str | VideoMambaConfig | dict | None" = None, pretrained: str | Path | None = None,
+                 strict: bool | None = None, use_ema: bool | None = None, allow_unsafe: bool = False,
+                 vision_only: bool = False, **overrides):
+    """The single way to a model, with or without weights.
 
-    ``pretrained``: a directory saved by :func:`videomamba.save_pretrained` (config + weights:
-    rebuilds that exact model, ``overrides`` applied on top), or a checkpoint file in any format
-    the checkpoint filter understands (original ``.pth``, safetensors), adapted to the model.
+    name_or_path: a preset name, a config (object or dict), a path to weights (same as
+    ``pretrained=``), or None with ``pretrained``: the file decides the architecture.
+    pretrained: a directory written by :func:`videomamba.save_pretrained`, a training checkpoint of
+    this engine (EMA weights with ``use_ema``), or any original file (video, image, Vim, masked
+    pretraining, video-text; wrapped or not). A preset name and ``overrides`` win over the file;
+    every difference and every adapted, skipped or dropped key is in ``model.load_report``.
+    vision_only: from a video-text file, build only its vision tower (a VideoMamba backbone).
     """
     from .videomamba import VideoMamba
 
-    if pretrained is not None and Path(pretrained).is_dir():
-        from ..checkpoint import load_pretrained_dir
-        return load_pretrained_dir(pretrained, name_or_config, **overrides)
-    if isinstance(name_or_config, VideoMambaConfig):
-        cfg = name_or_config.replace(**overrides) if overrides else name_or_config
-    elif isinstance(name_or_config, dict):
-        cfg = VideoMambaConfig.from_dict({**name_or_config, **overrides})
-    else:
-        cfg = get_config(name_or_config, **overrides)
-    model = VideoMamba(cfg)
+    if pretrained is None and isinstance(name_or_path, (str, Path)) and str(name_or_path) not in _PRESETS \
+            and Path(name_or_path).exists():
+        name_or_path, pretrained = None, name_or_path
     if pretrained is not None:
-        from ..checkpoint import load_checkpoint
-        report = load_checkpoint(model, pretrained, strict=strict)
-        model.load_report = report
-    return model
+        from ..checkpoint import model_from_checkpoint
+        return model_from_checkpoint(name_or_path, pretrained, strict=strict, use_ema=use_ema,
+                                     allow_unsafe=allow_unsafe, vision_only=vision_only, **overrides)
+    if name_or_path is None:
+        raise ValueError("create_model needs a preset name, a config or pretrained=PATH")
+    if isinstance(name_or_path, VideoMambaConfig):
+        cfg = name_or_path.replace(**overrides) if overrides else name_or_path
+    elif isinstance(name_or_path, dict):
+        cfg = VideoMambaConfig.from_dict({**name_or_path, **overrides})
+    else:
+        cfg = get_config(str(name_or_path), **overrides)
+    return VideoMamba(cfg)

@@ -77,7 +77,7 @@ class VideoMamba(nn.Module):
         self.num_classes = cfg.num_classes
         t0, h0, w0 = cfg.grid
         S0 = h0 * w0
-        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.tubelet_size, cfg.in_chans, D)
+        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.tubelet_size, cfg.in_chans, D, stride=cfg.patch_stride)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.num_cls else None
         self.pos_embed = self.temporal_pos_embedding = None
         if cfg.pos_embed == "factorised":
@@ -163,8 +163,8 @@ class VideoMamba(nn.Module):
         T, H, W = x.shape[2:]
         if T % cfg.tubelet_size:
             raise ValueError(f"number of frames T={T} is not a multiple of tubelet_size={cfg.tubelet_size}")
-        if H % cfg.patch_size or W % cfg.patch_size:
-            raise ValueError(f"frame size {H}x{W} is not a multiple of patch_size={cfg.patch_size}")
+        if min(H, W) < cfg.patch_size or (H - cfg.patch_size) % cfg.stride or (W - cfg.patch_size) % cfg.stride:
+            raise ValueError(f"frame size {H}x{W} does not tile into {cfg.patch_size} px patches at stride {cfg.stride}")
         if cfg.image and T != 1:
             raise ValueError(f"image model got {T} frames; build a video model (image=False) for clips")
         return x
