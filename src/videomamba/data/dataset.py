@@ -59,8 +59,11 @@ class AugmentConfig:
     flip: bool = True
     random_crop: bool = True
     symmetries: tuple[str, ...] = ()
+    crop: str = "random_resized"          # or "multiscale": the release's pretraining crop (data/multiscale.py)
 
     def __post_init__(self):
+        if self.crop not in ("random_resized", "multiscale"):
+            raise ValueError(f"AugmentConfig.crop must be 'random_resized' or 'multiscale', got {self.crop!r}")
         self.symmetries = tuple(self.symmetries)
         bad = [s for s in self.symmetries if s not in T.SYMMETRIES]
         if bad:
@@ -74,6 +77,11 @@ class AugmentConfig:
             raise ValueError(f"AugmentConfig.random_erasing is a probability, got {self.random_erasing}")
         if self.rand_augment:
             RandAugment.from_string(self.rand_augment)   # fail here, not inside a DataLoader worker
+
+    @classmethod
+    def release_pretrain(cls) -> "AugmentConfig":
+        """The release's lighter masked-pretraining augmentation: multi-scale crop and flip only."""
+        return cls(rand_augment=None, random_erasing=0.0, flip=True, crop="multiscale")
 
     @classmethod
     def none(cls) -> "AugmentConfig":
@@ -291,7 +299,10 @@ class VideoDataset(torch.utils.data.Dataset):
 
     def _train_view(self, clip: torch.Tensor) -> torch.Tensor:
         a = self.augment
-        if a.random_crop:
+        if a.random_crop and a.crop == "multiscale":
+            from .multiscale import multiscale_crop
+            clip = multiscale_crop(clip, self.img_size)
+        elif a.random_crop:
             clip = T.random_resized_crop(clip, self.img_size, a.scale, a.ratio)
         else:
             clip = T.center_crop(T.resize_short_side(clip, self.short_side), self.img_size)

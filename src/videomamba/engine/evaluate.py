@@ -1,6 +1,18 @@
 """Multi-view evaluation: clips x crops per video, softmax averaged; top-1/top-5, per-class
 accuracy, confusion matrix (PNG) and a JSON report. Optionally with the frames of every clip
 shuffled, the test that a model really uses temporal order.
+
+Memory: the views of a batch go through the model ``view_batch`` clips at a time
+(:func:`~videomamba.engine.tasks.forward_views`), so a 10 x 3-view test of 64-frame clips needs the
+activations of ``view_batch`` clips, not 30.
+
+Long videos (LVU): a video cut into windows is one dataset item per window (its sample's
+``extra["video"]`` numbers the source line). :func:`pool_windows` averages the windows' predictions
+(each already averaged over its views) into one prediction per video, and the metrics are computed
+on those, as the release scores LVU (its ``merge`` averages the softmax of every view of a video
+name). One difference: the release keys views by (clip, crop) slot and keeps only the first one
+it reads for each slot, so of a video's windows only the first read contributes each view; here
+every window counts equally.
 """
 from __future__ import annotations
 
@@ -21,13 +33,17 @@ from .tasks import build_task, shuffle_frames as _shuffle_frames
 @torch.no_grad()
 def run_eval(model: torch.nn.Module, loader, task, device: torch.device, amp_dtype: torch.dtype | None = None,
              info: D.DistInfo | None = None, classes: list[str] | None = None, shuffle_seed: int | None = None,
-             progress: bool = False, desc: str = "eval") -> tuple[dict, dict]:
+             progress: bool = False, desc: str = "eval", view_batch: int | None = None,
+             pool: bool = True) -> tuple[dict, dict]:
     """Predict every video of ``loader`` and score it. Returns (metrics, outputs).
 
     ``outputs``: ``index`` (N,), ``pred`` (N, K) averaged probabilities (or (N, 1) regression
     outputs), ``label`` (N,), ``path`` list, sorted by dataset index. In DDP every rank predicts its
     shard and the results are gathered; padded duplicates are dropped by index.
     ``shuffle_seed``: permute the frames of every clip (a fixed permutation per clip and seed).
+    ``view_batch``: views per forward pass (None: a whole batch). ``pool``: windows of one video
+    (LVU) are averaged into one prediction (:func:`pool_windows`); ``outputs["windows"]`` then keeps
+    the per-window predictions.
     """
     info = info or D.DistInfo()
     was_training = model.training
@@ -44,7 +60,7 @@ def run_eval(model: torch.nn.Module, loader, task, device: torch.device, amp_dty
         if gen is not None:
             video = _shuffle_frames(video, gen)
         with ctx:
-            pred = task.predict(model, video)
+            pred = task.predict(model, video) if view_batch is None else task.predict(model, video, view_batch=view_batch)
         idx_l.append(torch.as_tensor(batch["index"]).cpu())
         pred_l.append(pred.float().cpu())
         lab_l.append(torch.as_tensor(batch["label"]).cpu())
@@ -67,11 +83,59 @@ def run_eval(model: torch.nn.Module, loader, task, device: torch.device, amp_dty
         keep[1:] = index[1:] != index[:-1]
         index, pred, label = index[keep], pred[keep], label[keep]
         path = [p for p, k in zip(path, keep.tolist()) if k]
+    windows = None
+    vids = _window_videos(loader, index) if pool else None
+    if vids is not None:
+        windows = {"index": index, "pred": pred, "label": label, "path": path, "video": vids}
+        index, pred, label, path = pool_windows(index, pred, label, path, vids)
     if task.kind == "regression":
         metrics = regression_metrics(pred[:, 0], label.float())
     else:
         metrics = classification_metrics(pred, label.long(), classes)
-    return metrics, {"index": index, "pred": pred, "label": label, "path": path}
+    outputs = {"index": index, "pred": pred, "label": label, "path": path}
+    if windows is not None:
+        outputs["windows"] = windows
+        metrics["windows"] = len(windows["index"])
+    return metrics, outputs
+
+
+def _window_videos(loader, index: torch.Tensor) -> torch.Tensor | None:
+    """The source-video number of each evaluated item when the dataset holds windows of videos
+    (samples with ``extra["video"]`` and some video cut into several windows), else None."""
+    ds = getattr(loader, "dataset", None)
+    ds = getattr(ds, "dataset", ds)                       # SeededItems -> the dataset
+    samples = getattr(ds, "samples", None)
+    if not samples or not len(index):
+        return None
+    try:
+        vids = [samples[i].extra["video"] for i in index.tolist()]
+    except (KeyError, AttributeError, IndexError, TypeError):
+        return None
+    vids = torch.as_tensor(vids, dtype=torch.long)
+    if len(torch.unique(vids)) == len(vids):
+        return None
+    return vids
+
+
+def pool_windows(index: torch.Tensor, pred: torch.Tensor, label: torch.Tensor, path: list, video: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]:
+    """Average the predictions (N, K) of the windows of each video: items with the same ``video``
+    number become one row (index, label and path of the video's first window), in order of first
+    appearance. Windows of one video must share its label."""
+    order: list[int] = []
+    rows: dict[int, list[int]] = {}
+    for i, v in enumerate(video.tolist()):
+        if v not in rows:
+            rows[v] = []
+            order.append(v)
+        rows[v].append(i)
+    out_pred = torch.stack([pred[rows[v]].mean(0) for v in order])
+    first = [rows[v][0] for v in order]
+    for v in order:
+        labs = label[rows[v]]
+        if not bool((labs == labs[0]).all()):
+            raise ValueError(f"windows of video {path[rows[v][0]]} carry different labels {labs.tolist()}")
+    return index[first], out_pred, label[first], [path[i] for i in first]
 
 
 def evaluate(checkpoint: "str | Path | None" = None, annotations: "str | Path | None" = None, *,
@@ -82,7 +146,7 @@ def evaluate(checkpoint: "str | Path | None" = None, annotations: "str | Path | 
              crops: int | None = None, batch_size: int = 8, num_workers: int = 2, device: str = "auto",
              amp: str = "auto", shuffle_frames: bool = False, shuffle_seed: int = 0, out_dir: "str | Path | None" = None,
              use_ema: bool | None = None, skip_bad: bool = False, progress: bool = True,
-             log: Callable[[str], None] | None = print) -> dict:
+             log: Callable[[str], None] | None = print, view_batch: int | None = None) -> dict:
     """Evaluate a checkpoint (or a ``model``) on an annotation file (or a ``dataset``).
 
     Preprocessing (frames, size, sampling, test views) defaults to what the model was trained
@@ -91,7 +155,7 @@ def evaluate(checkpoint: "str | Path | None" = None, annotations: "str | Path | 
     writes ``eval_results.json``, ``per_class.csv`` and ``confusion.png`` (and the shuffled twins).
     """
     from .data import SeededItems, make_loader, read_classes
-    from .state import load_model
+    from ..models import create_model
     from .trainer import resolve_amp
 
     t0 = time.time()
@@ -100,7 +164,7 @@ def evaluate(checkpoint: "str | Path | None" = None, annotations: "str | Path | 
         if checkpoint is None:
             raise ValueError("give a checkpoint (a saved model directory, a training checkpoint, or an "
                              "original checkpoint with a model name)")
-        model = load_model(checkpoint, model_name=model_name, use_ema=use_ema)
+        model = create_model(model_name, pretrained=checkpoint, use_ema=use_ema)
     model = model.to(dev).eval()
     mcfg = getattr(model, "cfg", None)
     extra = dict(getattr(mcfg, "extra", {}) or {})
@@ -133,14 +197,15 @@ def evaluate(checkpoint: "str | Path | None" = None, annotations: "str | Path | 
     amp_dtype = resolve_amp(amp, dev)
     say = (log if (log and info.is_main) else (lambda s: None))
 
-    metrics, outputs = run_eval(model, loader, task, dev, amp_dtype, info, classes=class_names, progress=progress)
+    metrics, outputs = run_eval(model, loader, task, dev, amp_dtype, info, classes=class_names, progress=progress,
+                                view_batch=view_batch)
     results = dict(metrics)
     results["checkpoint"] = str(checkpoint) if checkpoint is not None else None
     results["annotations"] = str(annotations) if annotations is not None else None
     results["views"] = {"clips": getattr(dataset, "num_clips", clips), "crops": getattr(dataset, "num_crops", crops)}
     if shuffle_frames:
         sm, _ = run_eval(model, loader, task, dev, amp_dtype, info, classes=class_names, shuffle_seed=shuffle_seed,
-                         progress=progress, desc="eval (frames shuffled)")
+                         progress=progress, desc="eval (frames shuffled)", view_batch=view_batch)
         results["shuffled"] = sm
     results["wall_time_s"] = time.time() - t0
     if kind == "classification":

@@ -42,13 +42,13 @@ def load_videomamba_teacher(spec: str, model_name: str | None = None):
     """A frozen VideoMamba from a saved directory, a training checkpoint of this engine, or an
     original checkpoint file with ``model_name`` (a preset)."""
     from ..models.distill import freeze
-    from .state import load_model
+    from ..models import create_model
 
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(f"teacher checkpoint {path} does not exist")
     try:
-        model = load_model(path, model_name=model_name)
+        model = create_model(model_name, pretrained=path)
     except ValueError as e:
         raise ValueError(f"teacher: {e}".replace("--model NAME", "--teacher-model NAME")) from None
     return freeze(model)
@@ -91,8 +91,8 @@ class DistillTask:
         out["loss"] = out["loss"] + self.weight * d
         return out
 
-    def predict(self, model, video):
-        return self.base.predict(model, video)
+    def predict(self, model, video, **kwargs):
+        return self.base.predict(model, video, **kwargs)
 
 
 class SelfDistillation:
@@ -149,7 +149,7 @@ class MaskedPretrainTask:
                                     model_call=model)
         return {"loss": out["loss"], "count": x.shape[0]}
 
-    def predict(self, model, video):
+    def predict(self, model, video, **kwargs):
         raise RuntimeError("a masked-pretraining run has no predictions: fine-tune the exported encoder "
                            "(videomamba train --pretrained RUN/model) and evaluate that")
 

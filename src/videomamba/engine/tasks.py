@@ -11,13 +11,27 @@ import torch.nn.functional as F
 
 
 def flatten_views(video: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """(B, V, 3, T, H, W) -> (B*V, 3, T, H, W), V; (B, 3, T, H, W) passes with V = 1."""
+    """(B, V, 3, T, H, W) -> (B*V, 3, T, H, W), V; (B, 3, T, H, W) passes with V = 1, and so do
+    image batches (B, 3, H, W)."""
+    if video.dim() == 4:
+        return video, 1
     if video.dim() == 6:
         B, V = video.shape[:2]
         return video.reshape(B * V, *video.shape[2:]), V
     if video.dim() != 5:
         raise ValueError(f"expected video (B, 3, T, H, W) or (B, V, 3, T, H, W), got {tuple(video.shape)}")
     return video, 1
+
+
+def forward_views(model, x: torch.Tensor, view_batch: int | None, post=None) -> torch.Tensor:
+    """``post(model(x))`` computed ``view_batch`` clips at a time and concatenated: peak activation
+    memory follows ``view_batch``, not the number of clips x crops. ``None``: all at once."""
+    post = post or (lambda out: out)
+    if view_batch is None or view_batch >= x.shape[0]:
+        return post(model(x))
+    if view_batch < 1:
+        raise ValueError(f"view_batch must be a positive integer or None, got {view_batch!r}")
+    return torch.cat([post(model(chunk)) for chunk in x.split(int(view_batch))])
 
 
 def shuffle_frames(video: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -62,11 +76,12 @@ class ClassificationTask:
         return {"loss": loss, "count": y.numel(), "correct": correct}
 
     @torch.no_grad()
-    def predict(self, model, video: torch.Tensor) -> torch.Tensor:
-        """Softmax averaged over views: (B[, V], 3, T, H, W) -> (B, K) probabilities."""
+    def predict(self, model, video: torch.Tensor, view_batch: int | None = None) -> torch.Tensor:
+        """Softmax averaged over views: (B[, V], 3, T, H, W) -> (B, K) probabilities; the views go
+        through the model ``view_batch`` at a time (:func:`forward_views`)."""
         B = video.shape[0]
         x, V = flatten_views(video)
-        probs = F.softmax(model(x).float(), dim=-1)
+        probs = forward_views(model, x, view_batch, lambda out: F.softmax(out.float(), dim=-1))
         return probs.reshape(B, V, -1).mean(1)
 
 
@@ -89,10 +104,11 @@ class RegressionTask:
         return {"loss": F.mse_loss(out, y), "count": y.numel()}
 
     @torch.no_grad()
-    def predict(self, model, video: torch.Tensor) -> torch.Tensor:
+    def predict(self, model, video: torch.Tensor, view_batch: int | None = None) -> torch.Tensor:
         B = video.shape[0]
         x, V = flatten_views(video)
-        return model(x).float().reshape(B, V).mean(1, keepdim=True)                 # (B, 1)
+        out = forward_views(model, x, view_batch, lambda o: o.float().reshape(-1))
+        return out.reshape(B, V).mean(1, keepdim=True)                              # (B, 1)
 
 
 def build_task(kind: str, num_classes: int, label_smoothing: float = 0.0, mixup=None):

@@ -58,7 +58,8 @@ class TrainingInterrupted(RuntimeError):
 @dataclass
 class TrainResult:
     out_dir: Path
-    model: torch.nn.Module                 # the evaluated weights (EMA when train.ema and train.ema_eval)
+    model: torch.nn.Module                 # the exported weights (best or last: train.export; EMA when train.ema
+                                           # and train.ema_eval)
     metrics: dict                          # last validation metrics ({} without a val set)
     best: dict                             # {"metric", "value", "step", "epoch"}
     step: int
@@ -68,6 +69,8 @@ class TrainResult:
     plots: list[Path] = field(default_factory=list)
     classes: list[str] | None = None
     wall_time_s: float = 0.0
+    test: dict | None = None               # final test of the exported weights (test_metrics.json)
+    exported_weights: str = ""             # "best (epoch E, step S, ...)" or "last (step S)"
 
 
 def seed_everything(seed: int) -> None:
@@ -204,10 +207,13 @@ class _Trainer:
             self.train_dataset = build_dataset(cfg, d.train, train=True, classes=classes)
         if self.val_dataset is None and d.val:
             self.val_dataset = build_dataset(cfg, d.val, train=False,
-                                             classes=getattr(self.train_dataset, "classes", None) or classes)
+                                             classes=getattr(self.train_dataset, "classes", None) or classes,
+                                             views=(d.val_clips or d.test_clips, d.val_crops or d.test_crops))
         self.classes = list(getattr(self.train_dataset, "classes", None) or classes or []) or None
         if cfg.task.type == "regression":
             self.num_classes = 1
+        elif cfg.pretrain.teacher and not getattr(self.train_dataset, "num_classes", None):
+            self.num_classes = 1               # label-free pretraining lists: no head is trained
         else:
             self.num_classes = getattr(self.train_dataset, "num_classes", None) or (len(self.classes) if self.classes else None)
             if not self.num_classes:
@@ -534,7 +540,8 @@ class _Trainer:
     def _validate(self, epoch: int) -> dict:
         t0 = time.time()
         metrics, _ = run_eval(self.eval_model(), self.val_loader, self.task, self.device, self.amp_dtype, self.info,
-                              classes=self.classes, progress=self.progress_mode == "bar", desc="validation")
+                              classes=self.classes, progress=self.progress_mode == "bar", desc="validation",
+                              view_batch=self.cfg.data.view_batch)
         self.ddp_model.train()
         key = self.task.main_metric
         value = metrics[key]
@@ -551,8 +558,64 @@ class _Trainer:
         self._last_val_full = metrics
         return metrics
 
+    def _load_best(self) -> str:
+        """Export ``train.export``: with ``best`` and a best checkpoint, load its weights (training is
+        over). Returns which weights the model now holds, in words."""
+        from .state import checkpoint_dir
+
+        best = checkpoint_dir(self.out_dir) / "best.pt"
+        if self.cfg.train.export == "best" and self.best.get("step") is not None and best.is_file():
+            D.barrier(self.info)
+            st = load_training_checkpoint(best, map_location="cpu")
+            self.model.load_state_dict(st["model"])
+            if self.ema is not None and st.get("ema") is not None:
+                self.ema.load_state_dict(st["ema"])
+            return (f"best (epoch {self.best['epoch']}, step {self.best['step']}, validation "
+                    f"{self.best['metric']} {self.best['value']:.4g})")
+        return f"last (step {self.step})"
+
+    def _final_test(self, weights: str) -> dict | None:
+        """``train.final_test``: the exported weights on ``data.test`` (or ``data.val``) with all test
+        views (``data.test_clips`` x ``data.test_crops``); writes ``test_metrics.json``."""
+        cfg, d = self.cfg, self.cfg.data
+        source = d.test or d.val
+        if not cfg.train.final_test or isinstance(self.method, MaskedPretraining):
+            return None
+        views = (d.test_clips, d.test_crops)
+        same = (source == d.val and (d.val_clips or d.test_clips, d.val_crops or d.test_crops) == views)
+        if same and self.val_loader is not None:
+            loader = self.val_loader
+        elif source:
+            ds = build_dataset(cfg, source, train=False, classes=self.classes, views=views)
+            loader, _ = make_loader(ds, d.eval_batch_size or d.batch_size, self.info, train=False,
+                                    seed=cfg.train.seed, num_workers=d.num_workers,
+                                    pin_memory=self.device.type == "cuda")
+        elif self.val_loader is not None:           # a val_dataset given in Python, no file
+            loader = self.val_loader
+        else:
+            return None
+        t0 = time.time()
+        metrics, _ = run_eval(self.eval_model(), loader, self.task, self.device, self.amp_dtype, self.info,
+                              classes=self.classes, progress=self.progress_mode == "bar", desc="test",
+                              view_batch=d.view_batch)
+        ds = getattr(loader.dataset, "dataset", loader.dataset)
+        # views: those of the dataset built from data.test_clips / test_crops (None: a Python dataset's own)
+        views_used = ({"clips": ds.num_clips, "crops": ds.num_crops} if hasattr(ds, "num_clips") else None)
+        result = {"weights": weights, "annotations": source, "views": views_used,
+                  **{k: v for k, v in metrics.items() if k not in ("confusion",)},
+                  "time_s": time.time() - t0}
+        if self.info.is_main:
+            write_json(self.out_dir / "test_metrics.json", result)
+            key = self.task.main_metric
+            v = result["views"]
+            self.say(f"test ({weights}" + (f"; {v['clips']} clip(s) x {v['crops']} crop(s)" if v else "") + "): "
+                     f"{key} {metrics[key]:.4g}" + (f" top5 {metrics['top5']:.2f}" if "top5" in metrics else ""))
+        return result
+
     def _finish(self, val_metrics: dict, wall: float) -> TrainResult:
         info = self.info
+        weights = self._load_best() if self.val_loader is not None else f"last (step {self.step})"
+        test = self._final_test(weights)
         model = self.eval_model()
         replica_diff = D.replica_max_abs_diff(self.model, info) if info.enabled else None
         export_dir, plots = None, []
@@ -571,6 +634,7 @@ class _Trainer:
             summary = {"step": self.step, "epochs": self.cfg.optim.epochs, "wall_time_s": wall,
                        "val": {k: v for k, v in val_metrics.items() if k not in ("confusion", "classes")},
                        "best": self.best, "lr": self.lr, "world_size": info.world_size,
+                       "exported_weights": weights, "test": test,
                        "checkpoint": self.last_checkpoint, "best_checkpoint": self.best_checkpoint,
                        "model_dir": export_dir, "plots": plots}
             if replica_diff is not None:
@@ -578,13 +642,14 @@ class _Trainer:
             write_json(self.out_dir / "summary.json", summary)
             self.say(f"done in {_fmt_time(wall)}: step {self.step}"
                      + (f", val {self.task.main_metric} {val_metrics[self.task.main_metric]:.4g}" if val_metrics else "")
-                     + f"\n  checkpoint: {self.last_checkpoint}\n  model:      {export_dir}"
+                     + f"\n  checkpoint: {self.last_checkpoint}\n  model:      {export_dir} ({weights} weights)"
                      + f"\n  metrics:    {self.out_dir / 'metrics.jsonl'} (+ .csv)"
                      + "".join(f"\n  plot:       {p}" for p in plots))
         D.barrier(info)
         return TrainResult(out_dir=self.out_dir, model=model, metrics=val_metrics, best=self.best, step=self.step,
                            checkpoint=self.last_checkpoint, best_checkpoint=self.best_checkpoint,
-                           export_dir=export_dir, plots=plots, classes=self.classes, wall_time_s=wall)
+                           export_dir=export_dir, plots=plots, classes=self.classes, wall_time_s=wall,
+                           test=test, exported_weights=weights)
 
 
 def _fmt_time(s: float) -> str:
