@@ -170,8 +170,24 @@ def build_mixup(cfg, num_classes: int):
         return None
     from ..data import Mixup
 
-    return Mixup(mixup_alpha=a.mixup, cutmix_alpha=a.cutmix, switch_prob=a.switch_prob, prob=a.mixup_prob,
-                 label_smoothing=a.label_smoothing, num_classes=num_classes)
+    mix = Mixup(mixup_alpha=a.mixup, cutmix_alpha=a.cutmix, switch_prob=a.switch_prob, prob=a.mixup_prob,
+                label_smoothing=a.label_smoothing, num_classes=num_classes)
+    if is_image_config(cfg):
+        return _ImageMixup(mix)
+    return mix
+
+
+class _ImageMixup:
+    """Mixup / cutmix for image batches (B, 3, H, W): a one-frame clip for the video Mixup."""
+
+    def __init__(self, mix):
+        self.mix = mix
+
+    def __call__(self, x, y):
+        if x.dim() == 4:
+            x, target = self.mix(x.unsqueeze(2), y)
+            return x.squeeze(2), target
+        return self.mix(x, y)
 
 
 def read_classes(spec) -> list[str] | None:

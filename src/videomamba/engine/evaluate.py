@@ -171,6 +171,14 @@ def evaluate(checkpoint: "str | Path | None" = None, annotations: "str | Path | 
     trained = dict(extra.get("data") or {})
     kind = extra.get("task", "classification")
     class_names = read_classes(classes) if classes is not None else extra.get("classes")
+    if dataset is None and getattr(mcfg, "image", False):
+        if annotations is None:
+            raise ValueError("give an image list or folder to evaluate on")
+        from ..data.images import ImageDataset
+
+        dataset = ImageDataset(str(annotations), root=root, fmt=fmt if fmt in ("imagenet", "imagefolder") else "auto",
+                               train=False, img_size=img_size or trained.get("img_size") or getattr(mcfg, "img_size", 224),
+                               classes=class_names)
     if dataset is None:
         if annotations is None:
             raise ValueError("give an annotation file to evaluate on")
