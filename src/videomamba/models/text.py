@@ -211,7 +211,14 @@ class TextTokenizer:
         if not vocab_file.is_file():
             raise FileNotFoundError(f"tokenizer vocabulary {vocab_file} does not exist")
         self.vocab_file = vocab_file
-        self.tok = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+        vocab: dict[str, int] = {}
+        for line in vocab_file.read_text(encoding="utf-8").splitlines():
+            tok = line.rstrip("\n")
+            if tok and tok not in vocab:
+                vocab[tok] = len(vocab)
+        if not vocab:
+            raise ValueError(f"{vocab_file}: empty vocabulary")
+        self.tok = BertTokenizerFast(vocab=vocab, do_lower_case=True)
         missing = [t for t in SPECIAL_TOKENS if t not in self.tok.get_vocab()]
         if missing:
             raise ValueError(f"{vocab_file}: vocabulary lacks the special token(s) {missing}")

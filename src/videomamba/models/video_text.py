@@ -22,6 +22,7 @@ State-dict keys (what a converted release file holds): ``vision_encoder.*`` (a
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -36,7 +37,7 @@ from .config import VideoMambaConfig
 from .text import FusionBert, TextConfig, TextTokenizer, build_mlm_head
 from .videomamba import VideoMamba
 
-MODEL_TYPE = "video_text"
+ARCHITECTURE = "VideoTextModel"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 POOL_TYPES = ("cls+avg", "avg", "cls")
@@ -99,15 +100,14 @@ class VideoTextConfig:
         d["vision"] = self.vision.to_dict()
         d["text"] = dataclasses.asdict(self.text)
         d["mean"], d["std"] = list(self.mean), list(self.std)
-        d["model_type"] = MODEL_TYPE
         return json.loads(json.dumps(d))
 
     @classmethod
     def from_dict(cls, d: dict) -> "VideoTextConfig":
         d = dict(d)
-        mt = d.pop("model_type", MODEL_TYPE)
-        if mt != MODEL_TYPE:
-            raise ValueError(f"model_type={mt!r} is not a video-text model ({MODEL_TYPE!r})")
+        arch = d.pop("architecture", ARCHITECTURE)
+        if arch != ARCHITECTURE:
+            raise ValueError(f"architecture={arch!r} is not a video-text model ({ARCHITECTURE!r})")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -334,12 +334,25 @@ def uta_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------ model
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module):
+    """Embeddings are an inference: no dropout / drop-path even if the model is in training mode."""
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
 class VideoTextModel(nn.Module):
     """VideoMamba + BERT video-text model. See the module docstring for the forward paths.
 
     Preprocessing it expects: ``num_frames`` frames of ``img_size``^2, RGB in [0, 1] normalised
     with ``mean`` / ``std``, laid out (B, 3, T, H, W).
     """
+
+    is_video_text = True
 
     def __init__(self, cfg: VideoTextConfig, tokenizer: TextTokenizer | None = None):
         super().__init__()
@@ -447,8 +460,9 @@ class VideoTextModel(nn.Module):
         if video.dim() == 6:
             B, V = video.shape[:2]
             return self.encode_video(video.reshape(B * V, *video.shape[2:])).reshape(B, V, -1).mean(1)
-        _, pooled = self.encode_vision(video)
-        return self.video_embedding(pooled)
+        with _eval_mode(self):
+            _, pooled = self.encode_vision(video)
+            return self.video_embedding(pooled)
 
     def tokenize(self, texts: "list[str]") -> tuple[torch.Tensor, torch.Tensor]:
         if self.tokenizer is None:
@@ -461,7 +475,8 @@ class VideoTextModel(nn.Module):
     def encode_text(self, texts: "list[str]") -> torch.Tensor:
         """Captions -> (B, d) L2-normalised, tokenised with the model's own tokenizer."""
         ids, mask = self.tokenize(texts)
-        return self.text_embedding(self.encode_text_tokens(ids, mask))
+        with _eval_mode(self):
+            return self.text_embedding(self.encode_text_tokens(ids, mask))
 
     # ------------------------------------------------------------------ teacher alignment
     def uta_student(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -525,21 +540,15 @@ class VideoTextModel(nn.Module):
 
     # ------------------------------------------------------------------ saving
     def save_pretrained(self, directory: "str | Path") -> Path:
-        """``model.safetensors`` + ``config.json`` (+ the tokenizer's ``vocab.txt``)."""
-        from safetensors.torch import save_file
+        """``model.safetensors`` + ``config.json`` (the project's own format, through
+        :func:`videomamba.save_pretrained`) + the tokenizer's ``vocab.txt``; reload with
+        ``create_model(None, pretrained=directory)``."""
+        from ..checkpoint import save_pretrained
 
-        from ..fileio import atomic_path, atomic_write_text
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        sd = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()
-              if k not in ("mlm_head.decoder.weight", "mlm_head.decoder.bias")}   # tied copies
-        with atomic_path(directory / "model.safetensors") as tmp:
-            save_file(sd, str(tmp), metadata={"format": "pt", "library": "videomamba"})
-        atomic_write_text(directory / "config.json", json.dumps(self.cfg.to_dict(), indent=2, sort_keys=True))
+        directory = save_pretrained(self, directory)
         if self.tokenizer is not None:
             self.tokenizer.save(directory)
-        return directory
+        return Path(directory)
 
 
 def build_video_text_model(cfg: "VideoTextConfig | dict | None" = None, tokenizer=None, **overrides) -> VideoTextModel:
@@ -552,31 +561,24 @@ def build_video_text_model(cfg: "VideoTextConfig | dict | None" = None, tokenize
     return VideoTextModel(cfg, tokenizer)
 
 
-def is_video_text_dir(path: "str | Path") -> bool:
-    p = Path(path) / "config.json"
-    if not p.is_file():
-        return False
-    try:
-        return json.loads(p.read_text()).get("model_type") == MODEL_TYPE
-    except (json.JSONDecodeError, AttributeError):
-        return False
+def load_video_text(path: "str | Path", **kwargs) -> VideoTextModel:
+    """A video-text model from a saved directory, a training checkpoint or a released file
+    (through ``create_model(None, pretrained=path)``, the one way in for weights)."""
+    from .registry import create_model
 
-
-def load_video_text_dir(directory: "str | Path", map_location="cpu") -> VideoTextModel:
-    """Rebuild a model written by :meth:`VideoTextModel.save_pretrained` (this project's own format)."""
-    from safetensors.torch import load_file
-
-    directory = Path(directory)
-    if not is_video_text_dir(directory):
-        raise ValueError(f"{directory} is not a saved video-text model (config.json with model_type "
-                         f"{MODEL_TYPE!r} expected)")
-    cfg = VideoTextConfig.from_dict(json.loads((directory / "config.json").read_text()))
-    vocab = directory / "vocab.txt"
-    tok = TextTokenizer(vocab, cfg.max_txt_l) if vocab.is_file() else None
-    model = VideoTextModel(cfg, tok)
-    sd = load_file(str(directory / "model.safetensors"), device=str(map_location))
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    missing = [k for k in missing if k not in ("mlm_head.decoder.weight", "mlm_head.decoder.bias")]
-    if missing or unexpected:
-        raise ValueError(f"{directory / 'model.safetensors'}: missing keys {missing[:8]}, unexpected {unexpected[:8]}")
+    model = create_model(None, pretrained=path, **kwargs)
+    if not isinstance(model, VideoTextModel):
+        raise ValueError(f"{path} holds a {type(model).__name__}, not a video-text model (its state dict has "
+                         f"no text_encoder.* keys)")
     return model
+
+
+# The checkpoint route's mapping functions, re-exported where it looks for them.
+def video_text_state_dict(*args, **kwargs):
+    from ..checkpoint.video_text import video_text_state_dict as fn
+    return fn(*args, **kwargs)
+
+
+def video_text_from_checkpoint(*args, **kwargs):
+    from ..checkpoint.video_text import video_text_from_checkpoint as fn
+    return fn(*args, **kwargs)
