@@ -25,8 +25,15 @@ Formats (``fmt``):
   numbers the source line so that window predictions can be pooled).
 - ``"folder"``: ``path/<class>/**/<video>`` (hidden files and folders skipped); classes are the
   sub-folder names, sorted.
+- ``"rawframes"``: the release's frame lists, ``dir nframes label`` (space- or comma-separated): each
+  video is a folder of ``img_{:05}.jpg`` frames numbered from 1 (``template=``, ``start_index=``), read
+  by :class:`~videomamba.data.frames.FrameFolderReader`; ``extra = {"num_frames": n, ...}``.
+- ``"list"``: one video path per line and no label (label-free lists for masked pretraining); every
+  sample gets label 0 and there are no classes.
 - ``"auto"``: a folder with ``*_test_split<k>.txt`` files -> hmdb51, another folder -> folder,
-  ``.json`` -> ssv2, a text file whose lines have three fields with a numeric third -> lvu, else csv.
+  ``.json`` -> ssv2, a text file whose lines have three fields with integer second and third fields
+  and a first field without a video extension -> rawframes, three fields with a numeric third -> lvu,
+  lines of one field -> list, else csv.
 
 Class names: ``classes=`` (a list, or a path to a ``classes.txt`` with one name per line, line i
 naming class i) fixes the index of every name; without it a ``classes.txt`` beside the annotation
@@ -46,7 +53,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("auto", "csv", "kinetics", "breakfast", "coin", "ssv2", "hmdb51", "lvu", "folder")
+FORMATS = ("auto", "csv", "kinetics", "breakfast", "coin", "ssv2", "hmdb51", "lvu", "folder", "rawframes", "list")
 _CSV_ALIASES = ("csv", "kinetics", "breakfast", "coin")
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv",
                     ".3gp", ".ogv", ".ts")
@@ -127,9 +134,10 @@ def read_annotations(path, fmt: str = "auto", root=None, classes=None, **kwargs)
     elif classes is not None:
         classes = [str(c) for c in classes]
     parser = {"csv": _read_csv, "ssv2": _read_ssv2, "hmdb51": _read_hmdb51, "lvu": _read_lvu,
-              "folder": _read_folder}[fmt]
+              "folder": _read_folder, "rawframes": _read_rawframes, "list": _read_list}[fmt]
     allowed = {"csv": {"header"}, "ssv2": {"labels", "video_ext"}, "hmdb51": {"split", "subset"},
-               "lvu": {"header", "regression", "window", "stride"}, "folder": {"extensions"}}[fmt]
+               "lvu": {"header", "regression", "window", "stride", "scheme"}, "folder": {"extensions"},
+               "rawframes": {"template", "start_index"}, "list": set()}[fmt]
     bad = set(kwargs) - allowed
     if bad:
         raise TypeError(f"unexpected options {sorted(bad)} for annotation format {fmt!r}; "
@@ -152,6 +160,11 @@ def detect_format(path: Path) -> str:
         return "hmdb51"
     for lineno, line in _lines(path):
         fields = _split(line, "," if "," in line else None)
+        if (len(fields) == 3 and _is_int(fields[1]) and _is_int(fields[2])
+                and Path(fields[0]).suffix.lower() not in VIDEO_EXTENSIONS):
+            return "rawframes"
+        if len(fields) == 1:
+            return "list"
         if len(fields) == 3 and _is_float(fields[2]):
             return "lvu"
         if len(fields) == 3 and lineno == 1 and fields[2].strip().lower() == "duration":
@@ -282,9 +295,34 @@ def _read_csv(path: Path, root, classes, header: bool | None = None) -> Annotati
     return Annotations(samples, classes, "csv", path)
 
 
+def release_window_bounds(duration: float, window: float = 60.0, stride: float = 16.0) -> list[tuple[float, float]]:
+    """The release's LVU windows (``video_sm/datasets/lvu.py``): a video shorter than ``window`` is one
+    window; else windows start at 0, stride, ... below ``int(duration)``, a window running past the
+    end is cut at ``duration`` if at least ``window / 2`` long and dropped otherwise."""
+    if duration < window:
+        return [(0.0, float(duration))]
+    out = []
+    s = 0.0
+    while s < int(duration):
+        e = s + window
+        if e > duration:
+            if duration - s >= window / 2:
+                out.append((s, float(duration)))
+        else:
+            out.append((s, e))
+        s += stride
+    return out
+
+
 def _read_lvu(path: Path, root, classes, header: bool | None = None, regression: bool | None = None,
-              window: float | None = 60.0, stride: float = 16.0) -> Annotations:
+              window: float | None = 60.0, stride: float = 16.0, scheme: str = "cover") -> Annotations:
+    """``scheme``: ``"release"`` (:func:`release_window_bounds`) or ``"cover"``
+    (:func:`~videomamba.data.sampling.window_bounds`: a last window ending at the video's end)."""
     from .sampling import window_bounds
+
+    if scheme not in ("release", "cover"):
+        raise AnnotationError(f"lvu window scheme must be 'release' or 'cover', got {scheme!r}")
+    bounds_fn = release_window_bounds if scheme == "release" else window_bounds
 
     rows = _read_rows(path, 3, "path,label,duration", header)
     if not rows:
@@ -313,7 +351,7 @@ def _read_lvu(path: Path, root, classes, header: bool | None = None, regression:
     samples = []
     for v, ((_, f), lab, d) in enumerate(zip(rows, labels, durations)):
         p = _resolve(f[0], base)
-        bounds = window_bounds(d, window, stride) if window else [(0.0, d)]
+        bounds = bounds_fn(d, window, stride) if window else [(0.0, d)]
         for s, e in bounds:
             samples.append(Sample(p, lab, {"start": s, "end": e, "duration": d, "video": v}))
     return Annotations(samples, classes, "lvu", path, regression=regression)
@@ -423,3 +461,33 @@ def _read_folder(path: Path, root, classes, extensions=VIDEO_EXTENSIONS) -> Anno
             log.warning("%s: class folder has no videos with extensions %s", d, sorted(exts))
         samples += [Sample(p, index[d.name]) for p in files]
     return Annotations(samples, classes, "folder", path)
+
+
+def _read_rawframes(path: Path, root, classes, template: str = "img_{:05}.jpg", start_index: int = 1) -> Annotations:
+    if path.is_dir():
+        raise AnnotationError(f"{path}: is a folder; the rawframes format expects a 'dir nframes label' list")
+    rows = _read_rows(path, 3, "dir nframes label", False)
+    if not rows:
+        raise AnnotationError(f"{path}: annotation file is empty (expected lines 'dir nframes label')")
+    for lineno, f in rows:
+        if not _is_int(f[1]) or int(f[1]) < 1:
+            raise AnnotationError(f"{path}:{lineno}: frame count {f[1]!r} is not a positive integer")
+    labels, classes = _index_labels(path, [(ln, f[2]) for ln, f in rows], classes)
+    base = root or path.parent
+    samples = [Sample(_resolve(f[0], base), lab, {"num_frames": int(f[1]), "template": template,
+                                                  "start_index": int(start_index)})
+               for (_, f), lab in zip(rows, labels)]
+    return Annotations(samples, classes, "rawframes", path)
+
+
+def _read_list(path: Path, root, classes) -> Annotations:
+    if path.is_dir():
+        raise AnnotationError(f"{path}: is a folder; the list format expects one video path per line")
+    base = root or path.parent
+    samples = []
+    for lineno, line in _lines(path):
+        if "," in line:
+            raise AnnotationError(f"{path}:{lineno}: expected one video path per line (no label), got {line!r}; "
+                                  "a labelled list is the csv format")
+        samples.append(Sample(_resolve(line, base), 0))
+    return Annotations(samples, [], "list", path)

@@ -217,7 +217,7 @@ class VideoDataset(torch.utils.data.Dataset):
             if s.path in verdict:
                 continue
             try:
-                with open_video(s.path, backend=self.backend, threads=1):
+                with self._open_file(s.path, s, threads=1):
                     verdict[s.path] = None
             except VideoDecodeError as e:
                 verdict[s.path] = e.reason
@@ -262,19 +262,28 @@ class VideoDataset(torch.utils.data.Dataset):
             times = [i / fps for i in range(n)]
         return time_to_frame_range(times, float(sample.extra["start"]), float(sample.extra["end"]))
 
-    def _open(self, path: Path):
+    def _open_file(self, path: Path, sample: Sample | None = None, threads: int | None = None):
+        """A video file, or a raw-frame folder (``rawframes`` lists; data/frames.py)."""
+        if sample is not None and "num_frames" in sample.extra or Path(path).is_dir():
+            from .frames import FrameFolderReader
+            extra = sample.extra if sample is not None else {}
+            return FrameFolderReader(path, extra.get("num_frames"), extra.get("template", "img_{:05}.jpg"),
+                                     extra.get("start_index", 1))
+        return open_video(path, backend=self.backend, threads=self.threads if threads is None else threads)
+
+    def _open(self, path: Path, sample: Sample | None = None):
         if not self.cache:
-            return open_video(path, backend=self.backend, threads=self.threads)
+            return self._open_file(path, sample)
         reader = self._cache.get(path)
         if reader is None:
-            with open_video(path, backend=self.backend, threads=self.threads) as f:
+            with self._open_file(path, sample) as f:
                 reader = self._cache[path] = MemoryReader(f)
         return reader
 
     def _load(self, sample: Sample) -> tuple[torch.Tensor, int | float]:
         """The clip(s) of one video and its label (changed by a symmetry, if one was applied)."""
         label = float(sample.label) if self.regression else int(sample.label)
-        with self._open(sample.path) as reader:
+        with self._open(sample.path, sample) as reader:
             start, end = self._frame_window(reader, sample)
             clip_count = 1 if self.train else self.num_clips
             per_clip = [sample_indices(reader.info.num_frames, self.num_frames, self.sampling, self.sample_stride,

@@ -60,6 +60,7 @@ class DataSection:
     view_batch: int | None = None          # evaluation: views through the model at once (null: a whole batch)
     window: float | None = 60.0            # LVU: seconds per window (null: whole videos)
     window_stride: float = 16.0            # LVU: seconds between window starts
+    window_scheme: Literal["release", "cover"] = "cover"  # release: its last-window rule (data/annotations.py)
 
 
 @dataclass

@@ -140,7 +140,7 @@ def _annotation_kwargs(cfg, annotations: str) -> dict | None:
             return None
     if fmt != "lvu":
         return None
-    return {"window": d.window, "stride": d.window_stride}
+    return {"window": d.window, "stride": d.window_stride, "scheme": d.window_scheme}
 
 
 def build_dataset(cfg, annotations: str, train: bool, classes=None, views: tuple[int, int] | None = None):

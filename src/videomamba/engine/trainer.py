@@ -111,22 +111,6 @@ def deterministic_mode(enabled: bool, say: Callable[[str], None] = print):
             os.environ.pop(ENV_VAR, None)
 
 
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """auto -> bf16 on CUDA when supported, fp32 on CPU; fp16 is refused on CPU (orders slower)."""
-    if amp == "none":
-        return None
-    if amp == "fp16":
-        if device.type != "cuda":
-            raise ConfigError("train.amp=fp16 is not supported on CPU (fp16 autocast is ~100x slower there); "
-                              "use train.amp=bf16 or none")
-        return torch.float16
-    if amp == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
-
-
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") and isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
