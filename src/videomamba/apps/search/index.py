@@ -153,6 +153,7 @@ class _Pending:
     paths: list[tuple[Path, Path, int, int]]     # (path, root, size, mtime_ns)
     plans: list[WindowPlan] = field(default_factory=list)
     info: object = None
+    num_windows: int = 0
 
 
 class Index:
@@ -322,27 +323,25 @@ class Index:
         return list(pending.values()), report
 
     def add(self, paths: Iterable[str | Path], embedder: Embedder, *, prune: bool = False,
-            batch_size: int = 8, progress: bool = True, all_files: bool = False,
-            pending: list[_Pending] | None = None, report: AddReport | None = None) -> AddReport:
+            batch_size: int = 8, progress: bool = True, all_files: bool = False) -> AddReport:
         """Embed the new and changed video files under ``paths``; ``prune`` drops indexed files that no
         longer exist. Unreadable files are skipped and listed in the report; the run goes on."""
         self.check_embedder(embedder)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         t0 = time.perf_counter()
-        if pending is None:
-            pending, report = self.scan(paths, all_files, report)
-        report = report or AddReport()
+        pending, report = self.scan(paths, all_files)
         if prune:
-            report.files_removed += self._prune_missing()
-        todo = self._plan(pending, report)
-        self._embed(todo, embedder, batch_size, progress, report)
-        self._collect_garbage()
-        self.sync_vectors()
+            report.files_removed += self.prune_missing()
+        todo = self.plan(pending, report)
+        self.embed(todo, embedder, batch_size, progress, report)
+        self.finish()
         report.seconds = time.perf_counter() - t0
         return report
 
-    def _plan(self, pending: list[_Pending], report: AddReport) -> list[_Pending]:
+    def plan(self, pending: list[_Pending], report: AddReport) -> list[_Pending]:
+        """Probe each pending content (unreadable ones go to ``report.skipped``) and list the windows it
+        still needs: those a killed run committed are not embedded again."""
         todo = []
         for p in pending:
             first = p.paths[0][0]
@@ -358,17 +357,28 @@ class Index:
             done = {(s, e) for s, e in self.conn.execute(
                 "SELECT start_ms, end_ms FROM windows WHERE hash = ?", (p.hash,))}
             p.info = info
+            p.num_windows = len(plans)
             p.plans = [w for w in plans if (w.start_ms, w.end_ms) not in done]
             report.windows_reused += len(plans) - len(p.plans)
-            with self._tx():
-                self.conn.execute(
-                    "INSERT OR IGNORE INTO contents (hash, complete, duration, num_windows, width, height, fps) "
-                    "VALUES (?, 0, ?, ?, ?, ?, ?)", (p.hash, info.duration, len(plans), info.width, info.height,
-                                                      info.fps))
             todo.append(p)
+        self.register(todo)
         return todo
 
-    def _embed(self, todo: list[_Pending], embedder: Embedder, batch_size: int, progress: bool,
+    def register(self, todo: list[_Pending]) -> None:
+        """Record the planned contents (not complete until their last window is committed)."""
+        with self._tx():
+            for p in todo:
+                i = p.info
+                self.conn.execute(
+                    "INSERT OR IGNORE INTO contents (hash, complete, duration, num_windows, width, height, fps) "
+                    "VALUES (?, 0, ?, ?, ?, ?, ?)", (p.hash, i.duration, p.num_windows, i.width, i.height, i.fps))
+
+    def finish(self) -> None:
+        """Drop what no file refers to any more and bring the FAISS index up to date."""
+        self._collect_garbage()
+        self.sync_vectors()
+
+    def embed(self, todo: list[_Pending], embedder: Embedder, batch_size: int, progress: bool,
                report: AddReport) -> None:
         from tqdm import tqdm
 
@@ -438,7 +448,7 @@ class Index:
         self.sync_vectors()
         return n
 
-    def _prune_missing(self) -> int:
+    def prune_missing(self) -> int:
         gone = [(i,) for i, p in self.conn.execute("SELECT id, path FROM files") if not Path(p).is_file()]
         with self._tx():
             self.conn.executemany("DELETE FROM files WHERE id = ?", gone)
