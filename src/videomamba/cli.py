@@ -24,11 +24,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("convert", "original checkpoint -> model.safetensors + config.json"),
     "pretrain": ("pretrain", "masked pretraining: align visible tokens to a frozen teacher"),
     "analyze": ("analyze", "KAIST analyses: frame reordering, Delta maps, scan-order ablation"),
+    "index": ("index", "embed folders of video as overlapping windows into a search index"),
+    "search": ("search", "find moments in a video index by text or by an example clip"),
+    "serve": ("serve", "a search page over a video index (127.0.0.1 by default)"),
 }
 
 
 # Commands that run models for long: they fix glibc's malloc mmap threshold first (runtime.py).
-LONG_JOBS = {"train", "pretrain", "eval", "predict", "demo", "analyze", "benchmark"}
+LONG_JOBS = {"train", "pretrain", "eval", "predict", "demo", "analyze", "benchmark", "index"}
 # Opt-in: the fixed mmap threshold cuts a 64-frame training step's peak RSS ~3.7 -> ~1.0 GB but
 # costs 60-80 % more time per step (page faults on every large tensor); see videomamba.runtime.
 MALLOC_TUNE_ENV = "VIDEOMAMBA_MALLOC_TUNE"
