@@ -18,6 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=0.25,
                         help="share of each class held out for validation (default 0.25)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same dataset (default 0)")
+    parser.add_argument("--captions", action="store_true",
+                        help="also write a caption for every clip (colour, shape and motion: 'a red triangle "
+                             "moving to the left') as captions_{train,val}.json/.csv for video-text retrieval; "
+                             "backward classes then replay their forward partner's clips in reverse")
 
 
 def run(args) -> int:
@@ -25,6 +29,8 @@ def run(args) -> int:
 
     out = make_synthetic(args.out, classes=args.classes, per_class=args.per_class, frames=args.frames,
                          size=args.size, seed=args.seed, val_fraction=args.val_fraction, fps=args.fps,
-                         progress=True)
+                         progress=True, captions=args.captions)
     print(f"wrote {out['train']}, {out['val']}, {out['classes']} under {out['root']}")
+    if args.captions:
+        print(f"captions: {out['captions_train']}, {out['captions_val']} (+ .csv)")
     return 0

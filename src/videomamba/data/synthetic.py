@@ -100,6 +100,48 @@ def class_pairs(classes) -> list[tuple[str, str]]:
     return [(d[False], d[True]) for d in by_motion.values() if len(d) == 2]
 
 
+# -- captions (make_synthetic(captions=True)) -----------------------------------------------------
+MOTION_PHRASES = {
+    "move_left": "moving to the left", "move_right": "moving to the right", "move_up": "moving up",
+    "move_down": "moving down", "rotate_cw": "turning clockwise", "rotate_ccw": "turning counterclockwise",
+    "grow": "growing", "shrink": "shrinking", "appear": "appearing", "disappear": "disappearing",
+}
+SHAPE_NAMES = {"triangle": "triangle", "rectangle": "rectangle", "ellipse": "oval", "kite": "kite", "L": "l shape"}
+# hue (degrees) upper bounds -> colour name; the main object's saturation is >= 0.6 and value >= 0.5
+_HUES = ((15, "red"), (45, "orange"), (70, "yellow"), (160, "green"), (200, "cyan"), (255, "blue"),
+         (290, "purple"), (345, "pink"), (360, "red"))
+# what playing a clip backwards does to its caption (every motion phrase has its partner)
+CAPTION_REVERSE = {"moving to the left": "moving to the right", "moving to the right": "moving to the left",
+                   "moving up": "moving down", "moving down": "moving up",
+                   "turning clockwise": "turning counterclockwise", "turning counterclockwise": "turning clockwise",
+                   "growing": "shrinking", "shrinking": "growing", "appearing": "disappearing",
+                   "disappearing": "appearing"}
+
+
+def colour_name(rgb) -> str:
+    """A basic colour word for an RGB triple in [0, 1] (hue bins; white / black / grey when unsaturated)."""
+    h, s, v = colorsys.rgb_to_hsv(*(float(c) for c in rgb))
+    if s < 0.25:
+        return "white" if v > 0.8 else ("black" if v < 0.2 else "grey")
+    deg = h * 360.0
+    return next(name for bound, name in _HUES if deg < bound)
+
+
+def caption_for(name: str, params: dict) -> str:
+    """"a red triangle moving to the left": the main object's colour, shape and motion."""
+    colour = colour_name(params["color"])
+    article = "an" if colour[0] in "aeiou" else "a"
+    return f"{article} {colour} {SHAPE_NAMES[params['shape']]} {MOTION_PHRASES[name]}"
+
+
+def reverse_caption(caption: str) -> str:
+    """The caption of the same clip played backwards (direction words swapped)."""
+    for phrase in sorted(CAPTION_REVERSE, key=len, reverse=True):
+        if caption.endswith(" " + phrase):
+            return caption[: -len(phrase)] + CAPTION_REVERSE[phrase]
+    raise ValueError(f"caption {caption!r} names no motion of the synthetic set")
+
+
 # -- rendering -----------------------------------------------------------------------------------
 def _inside(shape: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Boolean mask of points (object-local coordinates, circumradius about 1) inside ``shape``."""
@@ -239,10 +281,15 @@ def video_rng(seed: int, name: str, i: int) -> np.random.Generator:
 
 
 def render_class_video(name: str, i: int, frames: int = 16, size: int = 64, seed: int = 0,
-                       with_params: bool = False):
-    """Video ``i`` of class ``name``; a backward class plays its motion's forward rendering in reverse."""
+                       with_params: bool = False, paired: bool = False):
+    """Video ``i`` of class ``name``; a backward class plays its motion's forward rendering in reverse.
+    ``paired``: the backward class's video ``i`` is exactly the forward class's video ``i`` reversed
+    (same object, colours and path), so that only the direction of motion tells them apart."""
     motion, backwards = CLASS_MOTIONS[name]
-    video, params = render_video(motion, frames, size, video_rng(seed, name, i), with_params=True)
+    rng_name = name
+    if paired and backwards:
+        rng_name = next(c for c, (m, b) in CLASS_MOTIONS.items() if m == motion and not b)
+    video, params = render_video(motion, frames, size, video_rng(seed, rng_name, i), with_params=True)
     if backwards:
         video = video[::-1].copy()
         params = {k: (v[::-1].copy() if k in _PER_FRAME else v) for k, v in params.items()}
@@ -273,20 +320,33 @@ def write_mp4(path, video: np.ndarray, fps: int = 8, crf: int = 17) -> None:
                 container.mux(packet)
 
 
-def _write_one(task) -> None:
-    path, name, i, frames, size, seed, fps = task
-    write_mp4(path, render_class_video(name, i, frames, size, seed), fps=fps)
+def _write_one(task) -> str | None:
+    path, name, i, frames, size, seed, fps, *captions = task
+    if not captions or not captions[0]:
+        write_mp4(path, render_class_video(name, i, frames, size, seed), fps=fps)
+        return None
+    video, params = render_class_video(name, i, frames, size, seed, with_params=True, paired=True)
+    write_mp4(path, video, fps=fps)
+    return caption_for(name, params)
 
 
 def make_synthetic(out_dir, classes=None, per_class: int = 40, frames: int = 16, size: int = 64, seed: int = 0,
                    val_fraction: float = 0.25, fps: int = 8, progress: bool = False,
-                   workers: int | None = 1) -> dict:
+                   workers: int | None = 1, captions: bool = False) -> dict:
     """Write ``out_dir/videos/<class>/<class>_NNN.mp4``, ``train.csv``, ``val.csv`` (``path,label`` with
     paths relative to ``out_dir``), ``classes.txt`` (line i = class i) and ``meta.json``.
 
     The last ``round(per_class * val_fraction)`` videos of each class go to validation. Returns
     ``dict(train=Path, val=Path, classes=Path, root=Path, meta=Path)``. ``workers``: processes that
     render and encode (None: one per core); the files do not depend on it.
+
+    ``captions``: also write a caption for every clip ("a red triangle moving to the left": colour,
+    shape and motion of the main object) as ``captions_train.json`` / ``captions_val.json`` (the
+    release's video-text layout) and ``captions_train.csv`` / ``captions_val.csv`` (``path,caption``),
+    returned as ``captions_train`` / ``captions_val``. The videos then come in exact pairs: video ``i``
+    of a backward class is video ``i`` of its forward class played backwards, so that two captions
+    differing only in the direction of motion have clips with the same frames in opposite orders.
+    ``meta.json`` gains ``caption_maps`` (what playing a clip backwards does to its caption).
     """
     classes = list(DEFAULT_CLASSES if classes is None else classes)
     unknown = [c for c in classes if c not in CLASS_MOTIONS]
@@ -313,18 +373,20 @@ def make_synthetic(out_dir, classes=None, per_class: int = 40, frames: int = 16,
     train_rows, val_rows = [], []
     jobs = [(label, name, i) for label, name in enumerate(classes) for i in range(per_class)]
     rels = [f"videos/{name}/{name}_{i:03d}.mp4" for _, name, i in jobs]
-    tasks = [(root / rel, name, i, frames, size, seed, fps) for rel, (_, name, i) in zip(rels, jobs)]
+    tasks = [(root / rel, name, i, frames, size, seed, fps, captions) for rel, (_, name, i) in zip(rels, jobs)]
+    texts: dict[int, str] = {}
     workers = min(len(tasks), os.cpu_count() or 1) if workers is None else max(1, int(workers))
     bar = tqdm(total=len(tasks), desc="synthetic videos", unit="video", disable=not progress)
     if workers == 1:
-        for t in tasks:
-            _write_one(t)
+        for k, t in enumerate(tasks):
+            texts[k] = _write_one(t)
             bar.update()
     else:
         # every video is a pure function of (class, index, seed): the bytes do not depend on the workers
         ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
         with ctx.Pool(workers) as pool:
-            for _ in pool.imap_unordered(_write_one, tasks, chunksize=8):
+            for k, text in enumerate(pool.imap(_write_one, tasks, chunksize=8)):
+                texts[k] = text
                 bar.update()
     bar.close()
     for rel, (label, _, i) in zip(rels, jobs):
@@ -339,5 +401,15 @@ def make_synthetic(out_dir, classes=None, per_class: int = 40, frames: int = 16,
             "size": size, "fps": fps, "codec": "h264", "flip": False, "label_maps": label_maps(classes),
             "note": "pairs differ only in temporal order; horizontal flips swap left/right and cw/ccw labels, "
                     "label_maps lists what each symmetry (augment.symmetries) does to the labels"}
+    if captions:
+        meta["captions"] = True
+        meta["caption_maps"] = {"reverse": dict(CAPTION_REVERSE)}
+        for split, split_rows in (("train", train_rows), ("val", val_rows)):
+            wanted = {r.split(",", 1)[0] for r in split_rows}
+            items = [{"video": rel, "caption": texts[k]} for k, rel in enumerate(rels) if rel in wanted]
+            out[f"captions_{split}"] = root / f"captions_{split}.json"
+            atomic_write_text(out[f"captions_{split}"], json.dumps(items, indent=1) + "\n")
+            atomic_write_text(root / f"captions_{split}.csv",
+                              "path,caption\n" + "".join(f"{it['video']},{it['caption']}\n" for it in items))
     atomic_write_text(out["meta"], json.dumps(meta, indent=2) + "\n")
     return out
