@@ -47,6 +47,8 @@ def merge_shards(index: Index) -> int:
             index.merge_from(shard)
         shutil.rmtree(d)
         n += 1
+    if not any(root.iterdir()):
+        root.rmdir()
     return n
 
 

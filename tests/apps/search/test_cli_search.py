@@ -1,0 +1,69 @@
+"""videomamba index / search from the command line, in-process; torchrun with 2 CPU processes."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from videomamba.apps.search import Index
+from videomamba.cli import main
+
+
+def test_index_then_search_like(tmp_path, motion_dir, classifier_dir, capsys):
+    ix = tmp_path / "ix"
+    args = ["index", str(motion_dir), "-k", str(classifier_dir), "-o", str(ix), "--window", "2", "--stride", "1",
+            "--no-progress", "--json"]
+    assert main(args) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["windows_embedded"] == 22 and rep["files_new"] == 2
+    # again, without -k: the index remembers its model; nothing new
+    assert main(["index", str(motion_dir), "-o", str(ix), "--no-progress", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["windows_embedded"] == 0
+    a = str(motion_dir / "a.mp4")
+    assert main(["search", str(ix), "--like", a, "--at", "6", "--topk", "3", "--json", "--no-merge"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["hits"][0]["path"] == a and out["hits"][0]["start"] == 6.0 and len(out["hits"]) == 3
+    assert main(["search", str(ix), "--like", a, "--topk", "2"]) == 0
+    assert "a.mp4" in capsys.readouterr().out
+    # text on a classifier index: a clear refusal, exit status 2
+    assert main(["search", str(ix), "a car turning left"]) == 2
+    assert "classifier" in capsys.readouterr().err
+    # another model is refused
+    other = tmp_path / "other"
+    import videomamba
+
+    from .helpers import tiny_classifier
+    videomamba.save_pretrained(tiny_classifier(seed=1), other)
+    assert main(["search", str(ix), "--like", a, "-k", str(other)]) == 2
+    assert "built with model" in capsys.readouterr().err
+    assert main(["search", str(ix)]) == 2 and "either a text query or --like" in capsys.readouterr().err
+
+
+def test_torchrun_two_processes_equals_one(tmp_path, motion_dir, classifier_dir):
+    from .helpers import write_motion_video
+
+    write_motion_video(motion_dir / "c.mp4", ["right", "down"], seconds_each=2)
+    (motion_dir / "broken.mp4").write_bytes(b"\x00" * 100)
+    single = tmp_path / "single"
+    assert main(["index", str(motion_dir), "-k", str(classifier_dir), "-o", str(single), "--window", "2",
+                 "--stride", "1", "--no-progress"]) == 0
+    multi = tmp_path / "multi"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "videomamba", "index", str(motion_dir), "-k", str(classifier_dir), "-o", str(multi),
+           "--window", "2", "--stride", "1", "--no-progress", "--json"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    rep = json.loads(p.stdout[p.stdout.index("{"):])
+    assert rep["windows_embedded"] == 15 + 7 + 3 and [os.path.basename(s[0]) for s in rep["skipped"]] == ["broken.mp4"]
+    assert not (multi / "shards").exists()
+    with Index.open(single) as s, Index.open(multi) as m:
+        a, b = s.export_rows(), m.export_rows()
+        assert [r[:3] for r in a] == [r[:3] for r in b] and len(a) == 25
+        for x, y in zip(a, b):
+            np.testing.assert_allclose(np.frombuffer(x[3], np.float32), np.frombuffer(y[3], np.float32), atol=1e-5)
+        assert m.stats()["embedded_total"] == 25 and m.sync_vectors().ntotal == 25
+        q = np.frombuffer(a[3][3], np.float32)
+        assert [(h.path, h.start) for h in s.search(q, 5)] == [(h.path, h.start) for h in m.search(q, 5)]
