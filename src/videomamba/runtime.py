@@ -71,3 +71,38 @@ def tune_malloc() -> str:
         else:
             _state = "default: mallopt failed"
     return _state
+
+
+# --------------------------------------------------------------------------- device and autocast
+def resolve_device(name: str = "auto", local_rank: int = 0):
+    """``auto`` -> this rank's CUDA device when there is one, else the CPU; ``cuda`` -> this rank's."""
+    import torch
+
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={name!r} but CUDA is not available; use device=cpu or auto")
+        return torch.device(f"cuda:{local_rank}") if name == "cuda" else torch.device(name)
+    return torch.device(name)
+
+
+def resolve_amp(amp: str, device):
+    """Autocast dtype for ``amp`` (auto | bf16 | fp16 | none) on ``device``: auto -> bf16 on CUDA when
+    supported, fp32 (None) on CPU; fp16 is refused on CPU (orders of magnitude slower there)."""
+    import torch
+
+    if amp == "none":
+        return None
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise ValueError("amp=fp16 is not supported on CPU (fp16 autocast is ~100x slower there); "
+                             "use amp=bf16 or none")
+        return torch.float16
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp != "auto":
+        raise ValueError(f"amp={amp!r} is not valid; expected auto, bf16, fp16 or none")
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None

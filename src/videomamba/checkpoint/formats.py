@@ -69,6 +69,10 @@ class Checkpoint:
         return self.meta.get("config") or self.meta.get("cfg") or {}
 
 
+def is_video_text_config(cfg: dict) -> bool:
+    return cfg.get("architecture") == "VideoTextModel" or cfg.get("model_type") == "video_text"
+
+
 def _tensors(obj: dict) -> dict:
     return {k: v for k, v in obj.items() if torch.is_tensor(v)}
 
@@ -144,7 +148,7 @@ def _parse_training(obj: dict, source: str, use_ema: bool | None) -> Checkpoint:
     if not cfg:
         raise CheckpointError(f"training checkpoint {source} has no model_config")
     return Checkpoint(dict(sd), source, "videomamba training checkpoint" + (" (EMA weights)" if use_ema else ""),
-                      "video_text" if cfg.get("architecture") == "VideoTextModel" else "backbone", cfg,
+                      "video_text" if is_video_text_config(cfg) else "backbone", cfg,
                       {"train_config": obj.get("train_config") or {}})
 
 
@@ -158,6 +162,6 @@ def read_checkpoint(path_or_obj, use_ema: bool | None = None, allow_unsafe: bool
     if path.is_dir():
         cfg = read_config_dir(path)
         sd = read_file(path, allow_unsafe)
-        kind = "video_text" if cfg.get("architecture") == "VideoTextModel" else "backbone"
+        kind = "video_text" if is_video_text_config(cfg) else "backbone"
         return Checkpoint(sd, str(path), "videomamba directory", kind, cfg)
     return parse(read_file(path, allow_unsafe), str(path), use_ema)

@@ -25,21 +25,13 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read or made to fit a model; the message names the file and keys."""
 
 
-class _AttrDict(dict):
-    """Stand-in for ``easydict.EasyDict`` (the original video-text configs): a plain dict with the
-    pickled attributes folded in, so the file loads without the package or arbitrary code."""
-
-    def __setstate__(self, state):
-        if isinstance(state, dict):
-            for k, v in state.items():
-                self.setdefault(k, v)
-
-
 def _safe_globals() -> list:
     import numpy as np
 
     core = getattr(np, "_core", None) or np.core
-    out = [argparse.Namespace, collections.OrderedDict, set, frozenset, (_AttrDict, "easydict.EasyDict"),
+    out = [argparse.Namespace, collections.OrderedDict, set, frozenset, 
+           # the original video-text configs are EasyDicts: read as ordered dicts (no package, no code)
+           (collections.OrderedDict, "easydict.EasyDict"),
            (core.multiarray.scalar, "numpy.core.multiarray.scalar"),
            (core.multiarray.scalar, "numpy._core.multiarray.scalar"), np.dtype]
     out += [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]

@@ -18,6 +18,10 @@ _REPORTED = ("embed_dim", "depth", "num_classes", "num_frames", "img_size", "pat
              "d_conv", "scan_order", "backward_order")
 
 
+def is_video_text_model(model) -> bool:
+    return hasattr(model, "vision_encoder") and hasattr(model, "text_encoder")
+
+
 def _backbone_state_dict(ckpt: Checkpoint) -> dict:
     """The backbone part: for a video-text file its vision tower (``vision_encoder.`` removed),
     everything else kept so that the filter can report it as skipped."""
@@ -44,8 +48,8 @@ def load_into(model, ckpt: Checkpoint, strict: bool = False, report: LoadReport 
     model) through the filter; returns the report."""
     report = report or LoadReport()
     report.source, report.format = ckpt.source, ckpt.format
-    if getattr(model, "is_video_text", False):
-        from ..models.video_text import video_text_state_dict
+    if is_video_text_model(model):
+        from .video_text import video_text_state_dict
         sd = video_text_state_dict(ckpt, model, report, **filter_kwargs)
     else:
         source = filter_kwargs.pop("source", None) or _source_config(ckpt)
@@ -94,7 +98,7 @@ def model_from_checkpoint(name_or_config, pretrained, strict: bool | None = None
 
     ckpt = read_checkpoint(pretrained, use_ema=use_ema, allow_unsafe=allow_unsafe)
     if ckpt.kind == "video_text" and name_or_config is None and not vision_only:
-        from ..models.video_text import video_text_from_checkpoint
+        from .video_text import video_text_from_checkpoint
         return video_text_from_checkpoint(ckpt, strict=strict, **overrides)
     file_cfg = _source_config(ckpt)
     if name_or_config is None:

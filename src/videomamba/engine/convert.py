@@ -29,13 +29,14 @@ def convert_checkpoint(src: str | Path, out_dir: str | Path, model_name: str | N
     resample tables, so the comparison is then made at the new geometry on both sides only when
     the file's model can run it; otherwise ``check["what"]`` says why nothing was compared."""
     from ..checkpoint import CheckpointError, infer_config, load_into, read_checkpoint, save_pretrained
+    from ..checkpoint.load import is_video_text_model
     from ..models import VideoMamba, create_model
 
     ckpt = read_checkpoint(src, use_ema=use_ema, allow_unsafe=allow_unsafe)
     model = create_model(model_name, pretrained=ckpt, strict=strict, vision_only=vision_only, **overrides).eval()
     report = model.load_report
     cfg = model.cfg
-    if getattr(model, "is_video_text", False):
+    if is_video_text_model(model):
         out = save_pretrained(model, out_dir, extra={"converted_from": Path(str(src)).name,
                                                      "source_format": ckpt.format})
         return {"out_dir": out, "config": cfg, "report": report, "check": None}

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..runtime import resolve_device
+
 
 @dataclass
 class DistInfo:
@@ -29,16 +31,6 @@ class DistInfo:
 
 def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
-
-
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"train.device={name!r} but CUDA is not available; use device=cpu or auto")
-        return torch.device(f"cuda:{local_rank}") if name == "cuda" else torch.device(name)
-    return torch.device(name)
 
 
 def init_distributed(device_name: str = "auto") -> tuple[DistInfo, torch.device]:

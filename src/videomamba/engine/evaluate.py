@@ -156,7 +156,7 @@ def evaluate(checkpoint: "str | Path | None" = None, annotations: "str | Path | 
     """
     from .data import SeededItems, make_loader, read_classes
     from ..models import create_model
-    from .trainer import resolve_amp
+    from ..runtime import resolve_amp
 
     t0 = time.time()
     info, dev = D.init_distributed(device)

@@ -1,85 +1,149 @@
-"""Top-k predictions for video files of any length: clips are sampled over the whole video, and
-the softmax is averaged over clips x crops."""
+"""Top-k predictions for video files of any length: clips are sampled over the whole video (or
+over each window of a long one), and the softmax is averaged over clips x crops.
+
+The model comes through the one way in (``create_model(pretrained=...)``): the file decides its
+frames, size and classes; the preprocessing is the model's :class:`ClipConfig`.
+"""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
 
-from . import distributed as D
-from .data import read_classes
 from .tasks import build_task
+
+
+class PartialModelError(ValueError):
+    """Trained weights of the checkpoint would be dropped at inference."""
+
+
+def load_for_inference(checkpoint, model_name: str | None = None, use_ema: bool | None = None,
+                       allow_partial: bool = False, log=None, **overrides):
+    """A model ready for inference, its load report printed through ``log``; refuses (unless
+    ``allow_partial``) when trained weights of the file would be dropped (a head of another size,
+    keys the model has no place for)."""
+    from ..models import create_model
+
+    model = create_model(model_name, pretrained=checkpoint, use_ema=use_ema, **overrides).eval()
+    report = getattr(model, "load_report", None)
+    if report is not None:
+        if log is not None:
+            log(str(report))
+        dropped = report.dropped_trained
+        if dropped and not allow_partial:
+            raise PartialModelError(
+                f"{checkpoint}: trained weights would be dropped at inference ({', '.join(dropped[:6])}"
+                f"{', ...' if len(dropped) > 6 else ''}); build the model the file was saved from (leave out "
+                f"--model and size options) or accept it with --allow-partial")
+    return model
+
+
+@torch.no_grad()
+def score_views(model, views: torch.Tensor, kind: str = "classification", view_batch: int | None = None,
+                amp_dtype=None) -> torch.Tensor:
+    """(V, 3, T, H, W) views of one video -> (K,) class probabilities averaged over views (or (1,)
+    for regression)."""
+    task = build_task(kind, getattr(model, "num_classes", 1))
+    dev = next(model.parameters()).device
+    x = views.to(dev).float().unsqueeze(0)                                         # (1, V, 3, T, H, W)
+    ctx = torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+    with ctx:
+        return task.predict(model, x, view_batch=view_batch)[0].float().cpu()
+
+
+def _views(path: Path, clip, n_clips: int, n_crops: int, window: tuple[float, float] | None = None) -> torch.Tensor:
+    from ..data.annotations import Sample
+    from ..data.dataset import VideoDataset
+
+    extra = {"start": window[0], "end": window[1]} if window else {}
+    ds = VideoDataset([Sample(path, 0, extra)], num_frames=clip.num_frames, sampling=clip.sampling,
+                      sample_stride=clip.sample_stride, train=False, img_size=clip.img_size,
+                      short_side=clip.short_side, num_clips=n_clips, num_crops=n_crops, classes=["video"],
+                      threads=0)
+    return ds[0]["video"]
 
 
 def predict(videos: "str | Path | list[str | Path]", checkpoint: "str | Path | None" = None, *,
             model: torch.nn.Module | None = None, model_name: str | None = None, topk: int = 5,
             labels: "str | list[str] | None" = None, clips: int | None = None, crops: int | None = None,
             num_frames: int | None = None, img_size: int | None = None, short_side: int | None = None,
-            device: str = "auto", amp: str = "auto", use_ema: bool | None = None) -> list[dict]:
-    """Returns, per file, ``{"path", "top": [{"label", "index", "score"}, ...]}`` (classification)
-    or ``{"path", "value"}`` (regression). Defaults for frames, size and views come from the model."""
-    from ..data import load_video_clips
-    from ..models import create_model
-    from .trainer import resolve_amp
+            device: str = "auto", amp: str = "auto", use_ema: bool | None = None, allow_partial: bool = False,
+            windows: float | None = None, window_stride: float | None = None, view_batch: int | None = None,
+            log=None) -> list[dict]:
+    """Returns, per file, ``{"path", "views", "top": [{"label", "index", "score"}, ...]}``
+    (classification) or ``{"path", "views", "value"}`` (regression); with ``windows`` (seconds), a
+    ``"windows"`` list of such predictions, one per window (``window_stride`` apart, default the
+    window length). Frames, size, views and class names come from the model (:class:`ClipConfig`);
+    ``labels``: a class file or a shipped list name (``Kinetics400``, ...), or a list."""
+    from ..data.clip_config import ClipConfig, class_names
+    from ..data.sampling import window_bounds
+    from ..data.video import probe_video
+    from ..runtime import resolve_amp, resolve_device
 
     if isinstance(videos, (str, Path)):
         videos = [videos]
-    dev = D.resolve_device(device)
+    dev = resolve_device(device)
     if model is None:
         if checkpoint is None:
             raise ValueError("give a checkpoint to predict with")
-        model = create_model(model_name, pretrained=checkpoint, use_ema=use_ema)
+        model = load_for_inference(checkpoint, model_name, use_ema, allow_partial, log)
     model = model.to(dev).eval()
-    mcfg = model.cfg
-    extra = dict(mcfg.extra or {})
-    trained = dict(extra.get("data") or {})
-    kind = extra.get("task", "classification")
-    names = read_classes(labels) if labels is not None else extra.get("classes")
+    clip = ClipConfig.for_model(model, source=str(checkpoint) if checkpoint is not None else None)
+    clip = clip.replace(num_frames=num_frames, img_size=img_size, short_side=short_side)
+    kind = clip.task
     K = model.num_classes
+    names = list(labels) if isinstance(labels, (list, tuple)) else (
+        class_names(labels) if labels is not None else (list(clip.class_names) if clip.class_names else None))
     if kind != "regression" and names is not None and len(names) != K:
         raise ValueError(f"the model has {K} classes but {len(names)} labels were given")
-    task = build_task(kind, K)
-    T = num_frames or trained.get("num_frames") or mcfg.num_frames
-    size = img_size or trained.get("img_size") or mcfg.img_size
-    # a long video deserves more than one clip: default to at least the test views of training
-    n_clips = clips or max(int(trained.get("test_clips", 1)), 1)
-    n_crops = crops or int(trained.get("test_crops", 1))
-    ss = short_side if short_side is not None else trained.get("short_side")
+    # a long video deserves more than one clip: default to the test views of training
+    n_clips = clips or clip.test_clips
+    n_crops = crops or clip.test_crops
     amp_dtype = resolve_amp(amp, dev)
+
+    def entry(p: torch.Tensor, views: int) -> dict:
+        if kind == "regression":
+            return {"views": views, "value": float(p[0])}
+        scores, idx = p.topk(min(topk, K))
+        return {"views": views, "top": [{"label": names[i] if names else str(i), "index": int(i), "score": float(s)}
+                                        for s, i in zip(scores.tolist(), idx.tolist())]}
+
     out = []
     for v in videos:
         path = Path(v)
         if not path.is_file():
             raise FileNotFoundError(f"video {path} does not exist")
-        x = load_video_clips(str(path), num_frames=T, num_clips=n_clips, img_size=size, short_side=ss,
-                             num_crops=n_crops)                                     # (V, 3, T, H, W)
-        x = torch.as_tensor(x).float().unsqueeze(0).to(dev)                         # (1, V, 3, T, H, W)
-        with torch.no_grad(), (torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype else _null()):
-            p = task.predict(model, x)[0].float().cpu()
-        if kind == "regression":
-            out.append({"path": str(path), "value": float(p[0]), "views": int(x.shape[1])})
+        if windows:
+            info = probe_video(path)
+            res = {"path": str(path), "windows": []}
+            for start, end in window_bounds(info.duration, windows, window_stride or windows):
+                x = _views(path, clip, n_clips, n_crops, (start, end))
+                res["windows"].append({"start": start, "end": end,
+                                       **entry(score_views(model, x, kind, view_batch, amp_dtype), int(x.shape[0]))})
+            out.append(res)
             continue
-        k = min(topk, K)
-        scores, idx = p.topk(k)
-        out.append({"path": str(path), "views": int(x.shape[1]),
-                    "top": [{"label": names[i] if names else str(i), "index": int(i), "score": float(s)}
-                            for s, i in zip(scores.tolist(), idx.tolist())]})
+        x = _views(path, clip, n_clips, n_crops)
+        out.append({"path": str(path), **entry(score_views(model, x, kind, view_batch, amp_dtype), int(x.shape[0]))})
     return out
 
 
-def _null():
-    import contextlib
-    return contextlib.nullcontext()
+def _format_entry(r: dict, indent: str) -> list[str]:
+    if "value" in r:
+        return [f"{indent}value {r['value']:.4f}"]
+    width = max(len(t["label"]) for t in r["top"])
+    return [f"{indent}{rank}. {t['label']:<{width}}  {100 * t['score']:6.2f}%" for rank, t in enumerate(r["top"], 1)]
 
 
 def format_predictions(preds: list[dict]) -> str:
     lines = []
     for r in preds:
-        lines.append(f"{r['path']}  ({r['views']} view{'s' if r['views'] != 1 else ''})")
-        if "value" in r:
-            lines.append(f"  value {r['value']:.4f}")
+        if "windows" in r:
+            lines.append(f"{r['path']}  ({len(r['windows'])} windows)")
+            for w in r["windows"]:
+                lines.append(f"  {w['start']:8.1f}s - {w['end']:8.1f}s  ({w['views']} views)")
+                lines += _format_entry(w, "    ")
             continue
-        width = max(len(t["label"]) for t in r["top"])
-        for rank, t in enumerate(r["top"], 1):
-            lines.append(f"  {rank}. {t['label']:<{width}}  {100 * t['score']:6.2f}%")
+        lines.append(f"{r['path']}  ({r['views']} view{'s' if r['views'] != 1 else ''})")
+        lines += _format_entry(r, "  ")
     return "\n".join(lines)

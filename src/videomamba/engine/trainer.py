@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from . import distributed as D
+from ..runtime import resolve_amp
 from .config import ConfigError, TrainConfig, dump_yaml, load_config
 from .data import build_dataset, build_mixup, make_loader, read_classes
 from .ema import ModelEMA
@@ -262,7 +263,10 @@ class _Trainer:
         self.total_steps = o.epochs * self.steps_per_epoch
         warmup = o.warmup_steps if o.warmup_steps is not None else round(o.warmup_epochs * self.steps_per_epoch)
         self.schedule = CosineSchedule(self.optimizer, self.lr, self.total_steps, warmup, min_lr, warmup_lr)
-        self.amp_dtype = resolve_amp(cfg.train.amp, self.device)
+        try:
+            self.amp_dtype = resolve_amp(cfg.train.amp, self.device)
+        except ValueError as e:
+            raise ConfigError(f"train.{e}") from None
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.ema = ModelEMA(self.model, cfg.train.ema_decay) if cfg.train.ema else None
         mixup = build_mixup(cfg, self.num_classes)
