@@ -11,7 +11,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="saved model directory, training checkpoint (.pt), or original checkpoint with --model")
     p.add_argument("--root", default=None, help="prefix for relative video paths")
     p.add_argument("--format", default="auto", help="annotation format (default: auto)")
-    p.add_argument("--model", default=None, help="preset name, needed only for original checkpoints")
+    p.add_argument("--model", default=None,
+                   help="preset to build instead of the file's own architecture (its differences are reported)")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="run even when trained weights of the file would be dropped (e.g. a head of another size)")
     p.add_argument("--classes", default=None, help="class names, one per line (default: from the checkpoint)")
     p.add_argument("--clips", type=int, default=None, help="clips per video (default: as trained)")
     p.add_argument("--crops", type=int, default=None, help="spatial crops per clip (default: as trained)")
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
                    classes=args.classes, clips=args.clips, crops=args.crops, num_frames=args.frames,
                    img_size=args.img_size, short_side=args.short_side, batch_size=args.batch_size,
                    num_workers=args.workers, device=args.device, amp=args.amp, shuffle_frames=args.shuffle_frames,
-                   out_dir=args.out, use_ema=False if args.no_ema else None, skip_bad=args.skip_bad,
+                   out_dir=args.out, use_ema=False if args.no_ema else None, allow_partial=args.allow_partial, skip_bad=args.skip_bad,
                    progress=not args.json, log=None if args.json else print)
     if args.json:
         res = {k: v for k, v in res.items() if k != "predictions"}

@@ -80,11 +80,10 @@ class ClipConfig:
         if getattr(cfg, "image", False):
             base["num_frames"] = 1
         saved = extra.get("data")
-        if saved:
-            d = {**base, **saved, "task": extra.get("task", "classification")}
-            if extra.get("classes") is not None:
-                d["class_names"] = extra["classes"]
-            return cls.from_dict(d)
+        if extra.get("classes") is not None:
+            base["class_names"] = extra["classes"]
+        if saved or extra.get("classes") is not None:
+            return cls.from_dict({**base, **(saved or {}), "task": extra.get("task", "classification")})
         name = guess_dataset(source or extra.get("converted_from"), getattr(cfg, "num_classes", 0))
         if name is None:
             return cls.from_dict(base)

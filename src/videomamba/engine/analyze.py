@@ -35,10 +35,10 @@ def reorder_test(checkpoint, annotations, *, root=None, fmt="auto", model_name=N
     from ..data import VideoDataset
     from .data import make_loader
     from .metrics import write_json
-    from ..models import create_model
+    from .predict import load_for_inference
 
     dev = D.resolve_device(device)
-    model = create_model(model_name, pretrained=checkpoint).to(dev).eval()
+    model = load_for_inference(checkpoint, model_name, log=log).to(dev).eval()
     trained, classes = _model_data_defaults(model)
     T = num_frames or trained.get("num_frames") or model.cfg.num_frames
     if T % model.cfg.tubelet_size:
@@ -70,13 +70,13 @@ def delta_pictures(video, checkpoint, out_dir="delta", *, model_name=None, layer
     """Delta maps of one video file -> ``{"png", "animation", "layers", "prediction"}``."""
     from ..analysis.delta import visualise_clip
     from ..data import load_video_clips
-    from ..models import create_model
+    from .predict import load_for_inference
 
     path = Path(video)
     if not path.is_file():
         raise FileNotFoundError(f"video {path} does not exist")
     dev = D.resolve_device(device)
-    model = create_model(model_name, pretrained=checkpoint).to(dev).eval()
+    model = load_for_inference(checkpoint, model_name, log=print).to(dev).eval()
     trained, classes = _model_data_defaults(model)
     T = num_frames or trained.get("num_frames") or model.cfg.num_frames
     size = img_size or trained.get("img_size") or model.cfg.img_size

@@ -146,7 +146,8 @@ def evaluate(checkpoint: "str | Path | None" = None, annotations: "str | Path | 
              crops: int | None = None, batch_size: int = 8, num_workers: int = 2, device: str = "auto",
              amp: str = "auto", shuffle_frames: bool = False, shuffle_seed: int = 0, out_dir: "str | Path | None" = None,
              use_ema: bool | None = None, skip_bad: bool = False, progress: bool = True,
-             log: Callable[[str], None] | None = print, view_batch: int | None = None) -> dict:
+             log: Callable[[str], None] | None = print, view_batch: int | None = None,
+             allow_partial: bool = False) -> dict:
     """Evaluate a checkpoint (or a ``model``) on an annotation file (or a ``dataset``).
 
     Preprocessing (frames, size, sampling, test views) defaults to what the model was trained
@@ -155,8 +156,8 @@ def evaluate(checkpoint: "str | Path | None" = None, annotations: "str | Path | 
     writes ``eval_results.json``, ``per_class.csv`` and ``confusion.png`` (and the shuffled twins).
     """
     from .data import SeededItems, make_loader, read_classes
-    from ..models import create_model
     from ..runtime import resolve_amp
+    from .predict import load_for_inference
 
     t0 = time.time()
     info, dev = D.init_distributed(device)
@@ -164,7 +165,7 @@ def evaluate(checkpoint: "str | Path | None" = None, annotations: "str | Path | 
         if checkpoint is None:
             raise ValueError("give a checkpoint (a saved model directory, a training checkpoint, or an "
                              "original checkpoint with a model name)")
-        model = create_model(model_name, pretrained=checkpoint, use_ema=use_ema)
+        model = load_for_inference(checkpoint, model_name, use_ema, allow_partial, log)
     model = model.to(dev).eval()
     mcfg = getattr(model, "cfg", None)
     extra = dict(getattr(mcfg, "extra", {}) or {})
