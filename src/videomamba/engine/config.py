@@ -95,7 +95,7 @@ AUGMENT_PRESETS = {
 
 @dataclass
 class TaskSection:
-    type: Literal["classification", "regression"] = "classification"
+    type: Literal["classification", "regression", "retrieval"] = "classification"   # retrieval: video-text
 
 
 @dataclass
@@ -184,6 +184,44 @@ class PretrainSection:
     teacher_arch: str | None = None        # state-dict teacher file: clip_b16 / clip_l14 / ... (None: from its shapes)
 
 
+# ---- video-text (task.type: retrieval; engine/video_text.py) ----
+@dataclass
+class VideoTextSection:
+    """Video-text pre-training / fine-tuning: ``model:`` is the vision tower, this the rest.
+
+    Loss weights (0: off) as the release's ``criterion.loss_weight``; ``uta`` needs ``teacher`` and
+    ``video_mask_type``. ``tokenizer``: a local ``bert-base-uncased`` folder (or vocab.txt), else a
+    WordPiece vocabulary of ``vocab_size`` tokens is trained on the training captions.
+    """
+
+    text: dict = field(default_factory=dict)   # TextConfig fields (hidden_size, num_hidden_layers, fusion_layer, ...)
+    embed_dim: int = 512
+    temp: float = 0.07
+    max_txt_l: int | None = None           # null: the dataset preset's, else 32
+    tokenizer: str | None = None
+    vocab_size: int = 1000
+    text_pretrained: str | None = None     # local BERT folder for the text tower (the release: bert-base-uncased)
+    vision_pretrained: str | None = None   # vision tower weights (the release: the masked-pretrained m16)
+    dataset: str | None = None             # msrvtt | didemo | anet | lsmdc | msvd (paragraph mode, text length)
+    paragraph: bool | None = None          # join each entry's caption list into one caption
+    vtc: float = 1.0
+    vtm: float = 1.0
+    mlm: float = 1.0
+    uta: float = 0.0
+    uta_dim: int = 512
+    mlm_prob: float = 0.5
+    video_mask_type: Literal["random", "tube", "frame_row", "clip_row", "attention"] | None = None
+    video_mask_ratio: float = 0.8
+    teacher: str | None = None
+    teacher_model: str | None = None
+    reverse_pairs: bool = False            # add each clip played backwards with its caption mapped (meta.json)
+    k_test: int = 128                      # candidates re-ranked with matching scores per query
+    rerank_micro_batch: int = 32
+    val_rerank: bool = True
+    main_metric: str = "r_mean"
+    skip_missing: bool = False
+
+
 @dataclass
 class TrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
@@ -194,6 +232,7 @@ class TrainConfig:
     train: TrainSection = field(default_factory=TrainSection)
     distill: DistillSection = field(default_factory=DistillSection)
     pretrain: PretrainSection = field(default_factory=PretrainSection)
+    video_text: VideoTextSection = field(default_factory=VideoTextSection)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -214,7 +253,7 @@ class TrainConfig:
 SECTIONS = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
 _SECTION_CLASSES = {"model": ModelSection, "data": DataSection, "augment": AugmentSection,
                     "task": TaskSection, "optim": OptimSection, "train": TrainSection,
-                    "distill": DistillSection, "pretrain": PretrainSection}
+                    "distill": DistillSection, "pretrain": PretrainSection, "video_text": VideoTextSection}
 
 
 # --------------------------------------------------------------------------- loading
@@ -408,6 +447,15 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
     for k in ("return_layers", "student_interval", "teacher_interval"):
         need(getattr(p, k) >= 1, f"pretrain.{k}", "a positive integer", getattr(p, k))
     need(p.loss_weight > 0, "pretrain.loss_weight", "a positive number", p.loss_weight)
+    vt = cfg.video_text
+    for k in ("vtc", "vtm", "mlm", "uta"):
+        need(getattr(vt, k) >= 0, f"video_text.{k}", "a loss weight >= 0 (0: off)", getattr(vt, k))
+    need(0 < vt.mlm_prob < 1, "video_text.mlm_prob", "in (0, 1)", vt.mlm_prob)
+    need(0 <= vt.video_mask_ratio < 1, "video_text.video_mask_ratio", "in [0, 1)", vt.video_mask_ratio)
+    need(vt.k_test >= 1 and vt.rerank_micro_batch >= 1, "video_text.k_test / rerank_micro_batch", "positive integers",
+         (vt.k_test, vt.rerank_micro_batch))
+    need(vt.max_txt_l is None or vt.max_txt_l >= 3, "video_text.max_txt_l", "an integer >= 3 or null", vt.max_txt_l)
+    need(0 < vt.temp < 1, "video_text.temp", "in (0, 1)", vt.temp)
     if cfg.task.type == "regression":
         need(a.mixup == 0 and a.cutmix == 0, "augment.mixup/cutmix", "0 for a regression task", (a.mixup, a.cutmix))
     # the model overrides are checked by building the VideoMambaConfig (its errors name the field)

@@ -184,6 +184,9 @@ class _Trainer:
     # ------------------------------------------------------------------ setup
     def _setup_data(self):
         cfg, d = self.cfg, self.cfg.data
+        if cfg.task.type == "retrieval":            # video-text: engine/video_text.py
+            from . import video_text
+            return video_text.setup_data(self)
         classes = read_classes(d.classes)
         if self.train_dataset is None:
             if not d.train:
@@ -223,6 +226,9 @@ class _Trainer:
         from ..models import create_model
 
         cfg, d = self.cfg, self.cfg.data
+        if cfg.task.type == "retrieval":            # video-text: engine/video_text.py
+            from . import video_text
+            return video_text.setup_model(self)
         params = {"num_frames": d.num_frames, "img_size": d.img_size, "num_classes": self.num_classes,
                   **cfg.model.params}
         if params["num_classes"] != self.num_classes and cfg.task.type == "classification":
@@ -273,6 +279,9 @@ class _Trainer:
         self.task = build_task(cfg.task.type, self.num_classes, cfg.augment.label_smoothing, mixup)
         if self.method is not None:
             self.task = self.method.prepare_task(self.task, self.device)
+        if cfg.task.type == "retrieval":            # video-text: engine/video_text.py
+            from . import video_text
+            self.task = video_text.build_task(self)
 
     # ------------------------------------------------------------------ main
     def fit(self, resume) -> TrainResult:
@@ -526,6 +535,9 @@ class _Trainer:
         return self.ema.module if (self.ema is not None and self.cfg.train.ema_eval) else self.model
 
     def _validate(self, epoch: int) -> dict:
+        if self.cfg.task.type == "retrieval":       # video-text: engine/video_text.py
+            from . import video_text
+            return video_text.validate(self, epoch)
         t0 = time.time()
         metrics, _ = run_eval(self.eval_model(), self.val_loader, self.task, self.device, self.amp_dtype, self.info,
                               classes=self.classes, progress=self.progress_mode == "bar", desc="validation",
@@ -567,6 +579,9 @@ class _Trainer:
         views (``data.test_clips`` x ``data.test_crops``); writes ``test_metrics.json``."""
         cfg, d = self.cfg, self.cfg.data
         source = d.test or d.val
+        if cfg.task.type == "retrieval":            # video-text: engine/video_text.py
+            from . import video_text
+            return video_text.final_test(self, weights)
         if not cfg.train.final_test or isinstance(self.method, MaskedPretraining):
             return None
         views = (d.test_clips, d.test_crops)
@@ -612,6 +627,9 @@ class _Trainer:
 
             export_dir = self.out_dir / "model"
             save_pretrained(self.method.export_model(model) if self.method is not None else model, export_dir)
+            if self.cfg.task.type == "retrieval":    # video-text: the tokenizer beside the weights
+                from . import video_text
+                video_text.export_extras(model, export_dir)
             if self.cfg.train.plots:
                 p = plot_curves(self.metrics_log.records, self.out_dir / "curves.png", self.task.main_metric)
                 plots += [p] if p else []

@@ -100,6 +100,7 @@ class VideoTextConfig:
         d["vision"] = self.vision.to_dict()
         d["text"] = dataclasses.asdict(self.text)
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        d["architecture"] = ARCHITECTURE
         return json.loads(json.dumps(d))
 
     @classmethod
@@ -122,6 +123,9 @@ class VideoTextConfig:
             else:
                 d[k] = v
         return self.from_dict(d)
+
+    def num_tokens(self, num_frames: int | None = None, img_size: int | None = None) -> int:
+        return self.vision.num_tokens(num_frames, img_size)
 
     # the preprocessing the model expects
     @property
