@@ -1,12 +1,14 @@
 #!/usr/bin/env python
-"""Benchmarks of issue 6: ``python benchmarks/run.py [--quick|--full] ...``.
+"""Benchmarks: ``python benchmarks/run.py [--quick|--full|one|report|list] ...`` (see benchmarks/README.md).
 
-The same as ``videomamba benchmark ...``; the harness lives in ``videomamba.bench`` (one
-definition). See benchmarks/README.md.
+The harness is the ``harness`` package next to this file, outside the installed library.
 """
 import sys
+from pathlib import Path
 
-from videomamba.cli import main
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main(["benchmark", *sys.argv[1:]]))
+    sys.exit(main())

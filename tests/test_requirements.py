@@ -68,7 +68,7 @@ def test_readme_install_brings_in_every_optional_module(module):
 # Each place in the suite that may skip, with the README_SETUP entry whose presence stops it
 # from skipping. A new skip belongs in tests/_requirements.py (require_* / skip_or_fail) or here.
 SKIP_SITES = {
-    "test_benchmark_harness.py": {"transformers", "matplotlib"},
+    "benchmarks/test_harness.py": {"transformers", "matplotlib"},
     "methods/conftest.py": {"transformers"},
     "data/test_decode.py": {"vp9 encoder"},
     "data/test_transforms.py": {"PIL"},

@@ -15,7 +15,6 @@ import sys
 # name -> (module under videomamba.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("info", "parameters, tokens and GFLOPs of a model"),
-    "benchmark": ("benchmark", "time and peak memory against peer models (JSON, markdown, plots)"),
     "make-synthetic": ("make_synthetic", "write the order-dependent synthetic video dataset"),
     "demo": ("demo", "synthetic data -> train -> evaluate -> predict, on a CPU in minutes"),
     "train": ("train", "train or fine-tune from a YAML config plus key=value overrides"),
@@ -31,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 # Commands that run models for long: they fix glibc's malloc mmap threshold first (runtime.py).
-LONG_JOBS = {"train", "pretrain", "eval", "predict", "demo", "analyze", "benchmark", "index"}
+LONG_JOBS = {"train", "pretrain", "eval", "predict", "demo", "analyze", "index"}
 # Opt-in: the fixed mmap threshold cuts a 64-frame training step's peak RSS ~3.7 -> ~1.0 GB but
 # costs 60-80 % more time per step (page faults on every large tensor); see videomamba.runtime.
 MALLOC_TUNE_ENV = "VIDEOMAMBA_MALLOC_TUNE"

@@ -1,4 +1,4 @@
-"""The benchmark harness (issue 6): exponent fit, grids, limits, JSON schema, targets, report.
+"""The benchmark harness (benchmarks/harness): exponent fit, grids, limits, JSON schema, targets, report.
 
 Tiny and fast: subprocesses run toy models at 32 px, or are killed before they import torch.
 """
@@ -7,10 +7,15 @@ import math
 
 import pytest
 
-from videomamba.bench import analysis, report, suite, workloads
-from videomamba.bench.analysis import fit_exponent
-from videomamba.bench.runner import run_spec
-from videomamba.cli import main
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from harness import analysis, report, suite, workloads  # noqa: E402
+from harness.analysis import fit_exponent  # noqa: E402
+from harness.cli import main as bench_main  # noqa: E402
+from harness.runner import run_spec  # noqa: E402
 
 TOY = {"kind": "model", "model": "toy_videomamba", "attn": None, "frames": 2, "img": 32, "batch": 1,
        "dtype": "fp32", "mode": "infer", "grad_ckpt": False, "device": "cpu"}
@@ -105,7 +110,7 @@ RECORD_KEYS = {"status", "spec", "id", "warmup_s", "times_s", "n", "median_s", "
 
 def test_cli_runs_a_toy_config_and_writes_json_page_and_plots(tmp_path):
     out = tmp_path / "res"
-    rc = main(["benchmark", "--toy", "--out", str(out), "--no-micro", "--repeats", "1", "--timeout", "600",
+    rc = bench_main(["--toy", "--out", str(out), "--no-micro", "--repeats", "1", "--timeout", "600",
                "--only", "infer/toy_videomamba/T2/*"])
     assert rc == 0
     data = json.loads((out / "results.json").read_text())

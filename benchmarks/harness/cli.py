@@ -1,10 +1,10 @@
-"""``videomamba benchmark``: VideoMamba against its peers; the harness is :mod:`videomamba.bench`.
+"""``python benchmarks/run.py``: VideoMamba against its peers.
 
-    videomamba benchmark --quick                 # minutes: the target comparisons at 8-32 frames
-    videomamba benchmark --full                  # the whole grid of issue 6 (hours on 2 cores)
-    videomamba benchmark one --model vit_ti_joint --attn eager --frames 64 [--mode train] [--profile]
-    videomamba benchmark report [--out DIR]      # rebuild the page and plots from results.json
-    videomamba benchmark list [--quick]          # the configuration ids of a grid
+    python benchmarks/run.py --quick             # minutes: the target comparisons at 8-32 frames
+    python benchmarks/run.py --full              # the whole grid (hours on 2 cores)
+    python benchmarks/run.py one --model vit_ti_joint --attn eager --frames 64 [--mode train] [--profile]
+    python benchmarks/run.py report [--out DIR]  # rebuild the page and plots from results.json
+    python benchmarks/run.py list [--quick]      # the configuration ids of a grid
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def add_arguments(p):
                    help="run a grid (default), measure one configuration, rebuild the report, or list a grid")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true", help="the short grid (default)")
-    g.add_argument("--full", action="store_true", help="the whole grid of issue 6")
+    g.add_argument("--full", action="store_true", help="the whole grid")
     g.add_argument("--toy", action="store_true", help="tiny models at 32 px (seconds; for tests)")
     p.add_argument("--out", default=None,
                    help="results directory (default benchmarks/results for --full, benchmarks/results/quick "
@@ -65,7 +65,7 @@ def add_arguments(p):
 
 
 def _defaults(args):
-    from ..bench import suite
+    from . import suite
 
     kind = "full" if args.full else "toy" if args.toy else "quick"
     out = Path(args.out) if args.out else suite.BENCH_DIR / "results" / ("" if kind == "full" else kind)
@@ -78,7 +78,7 @@ def _defaults(args):
 def _grid(kind: str, args) -> list[dict]:
     import torch
 
-    from ..bench import suite
+    from . import suite
 
     if kind == "toy":
         return suite.toy_grid()
@@ -89,8 +89,8 @@ def _grid(kind: str, args) -> list[dict]:
 
 
 def run(args) -> int:
-    from ..bench import report, suite, workloads
-    from ..bench.runner import run_spec
+    from . import report, suite, workloads
+    from .runner import run_spec
 
     kind, out, page, timeout, repeats = _defaults(args)
     if args.action == "list":
@@ -110,7 +110,7 @@ def run(args) -> int:
         workloads.family(args.model)            # unknown names fail here, before a process starts
         # build (or find cached) the compiled kernel here: a child that compiled it would count the
         # compiler's memory in its peak RSS (wait4 reports the largest of its waited-for descendants)
-        from ..ops import cpu_kernel
+        from videomamba.ops import cpu_kernel
         cpu_kernel.load()
         rec = run_spec(spec, timeout_s=args.timeout or 900.0, mem_limit_mb=args.mem_limit_gb * 1024,
                        env=_child_env(args))
@@ -143,7 +143,7 @@ def run(args) -> int:
     if args.action == "report":
         data = suite.load_results(results)
         if data is None:
-            raise FileNotFoundError(f"no results at {results}; run `videomamba benchmark` first")
+            raise FileNotFoundError(f"no results at {results}; run `python benchmarks/run.py` first")
         print(report.write_page(data, page, out, data.get("commands") or data.get("command")))
         return 0
     command = " ".join([Path(sys.argv[0]).name] + [shlex.quote(a) for a in sys.argv[1:]])
@@ -180,3 +180,16 @@ def _child_env(args) -> dict | None:
         k, _, v = kv.partition("=")
         env[k.strip()] = v
     return env
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.splitlines()[0].strip("`"))
+    add_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        return int(run(args) or 0)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"benchmarks/run.py: error: {e}", file=sys.stderr)
+        return 2

@@ -15,13 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-from ..fileio import atomic_write_text
+from videomamba.fileio import atomic_write_text
 from . import analysis, workloads
 from .runner import _git_rev, describe_machine, run_spec
 
 FRAMES = (8, 16, 32, 64, 128)
 OURS = ("videomamba_tiny", "videomamba_small")
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 BENCH_DIR = REPO / "benchmarks"
 SCHEMA = "videomamba-bench/1"
 
@@ -145,7 +145,7 @@ def _attach_flops(rec: dict, spec: dict) -> None:
 
 
 def run_scan_bench(out_dir: Path, quick: bool, timeout_s: float, log=print) -> dict | None:
-    """Run the ops colleague's kernel benchmark ``benchmarks/bench_scan.py`` if it is there.
+    """Run the kernel benchmark ``benchmarks/bench_scan.py`` if it is there.
 
     It owns the kernel grid (reference vs each fast path, fwd and fwd+bwd, L x E); we pass
     ``--quick`` and ``--json``/``--out`` when its ``--help`` lists them, keep its stdout, and read

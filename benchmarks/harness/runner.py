@@ -48,8 +48,11 @@ def run_spec(spec: dict, timeout_s: float = 600.0, mem_limit_mb: float | None = 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="vmbench.") as d:
         out, log = Path(d) / "record.json", Path(d) / "log.txt"
-        cmd = [sys.executable, "-m", "videomamba.bench.child", json.dumps(spec), str(out)]
+        cmd = [sys.executable, "-m", "harness.child", json.dumps(spec), str(out)]
         child_env = dict(os.environ if env is None else env)
+        # the harness lives in benchmarks/, outside the installed package
+        here = str(Path(__file__).resolve().parents[1])
+        child_env["PYTHONPATH"] = os.pathsep.join([here] + [x for x in child_env.get("PYTHONPATH", "").split(os.pathsep) if x])
         child_env.update({k: str(v) for k, v in (spec.get("env") or {}).items()})   # per-configuration
         child_env.setdefault("PYTHONUNBUFFERED", "1")
         t0 = time.perf_counter()
@@ -146,7 +149,7 @@ def _mem_total_gb() -> float | None:
 
 def _git_rev() -> str | None:
     try:
-        root = Path(__file__).resolve().parents[3]
+        root = Path(__file__).resolve().parents[2]
         rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],

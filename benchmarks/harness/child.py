@@ -1,4 +1,4 @@
-"""The measured process: ``python -m videomamba.bench.child SPEC_JSON OUT_JSON``.
+"""The measured process: ``python -m harness.child SPEC_JSON OUT_JSON`` (with ``benchmarks/`` on the path).
 
 Runs one configuration and writes one JSON record to OUT_JSON (rewritten after every timed run,
 so a parent that has to kill it still finds the runs that finished). Kinds of spec:
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     rec: dict = {"status": "starting", "warmup_s": [], "times_s": [], "cpu_s": []}
     w = _Writer(out_path, rec)
     # the allocator setting of every `videomamba` long job, for ours and the peers alike
-    from ..runtime import tune_malloc
+    from videomamba.runtime import tune_malloc
     rec["malloc"] = tune_malloc()
     # the same imports for every configuration: equal RSS baselines for ours and the peers
     import torch
@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
 def _scan_backend_name(spec: dict) -> str | None:
     """Which selective-scan implementation ``auto`` (or the override) resolves to, for the record."""
     try:
-        from ..ops import backend
+        from videomamba.ops import backend
         dev = spec.get("device", "cpu")
         if hasattr(backend, "resolve"):
             return backend.resolve(spec.get("scan_backend"), dev)

@@ -439,7 +439,7 @@ def write_page(data: dict, page: Path, plot_dir: Path, command: "str | list[str]
     if bad:
         L += ["", "## Errors", ""] + [f"- `{r['id']}`: {r.get('error', '')[:300]}" for r in bad]
     page.parent.mkdir(parents=True, exist_ok=True)
-    from ..fileio import atomic_write_text
+    from videomamba.fileio import atomic_write_text
     atomic_write_text(page, "\n".join(L) + "\n")
     return page
 

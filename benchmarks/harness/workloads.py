@@ -88,7 +88,7 @@ def spec_id(spec: dict) -> str:
 
 
 def videomamba_config(spec: dict):
-    from ..models import get_config
+    from videomamba.models import get_config
 
     kw = dict(MODELS[spec["model"]][1])
     base = kw.pop("base", spec["model"])
@@ -101,7 +101,7 @@ def build_model(spec: dict):
     """The model of a spec, with random weights, on the spec's device (train or eval mode set by caller)."""
     fam = family(spec["model"])
     if fam == "videomamba":
-        from ..models import create_model
+        from videomamba.models import create_model
         return create_model(videomamba_config(spec))
     import transformers
 
@@ -148,7 +148,7 @@ def gflops(spec: dict) -> dict:
     """
     B = spec["batch"]
     if family(spec["model"]) == "videomamba":
-        from ..models.flops import count_flops
+        from videomamba.models.flops import count_flops
         c = count_flops(videomamba_config(spec))
         scan = c.breakdown["scan"]
         return {"params": c.params, "tokens": c.tokens, "gmacs_full": B * c.full / 1e9,
