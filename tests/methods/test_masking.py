@@ -8,8 +8,8 @@ GRID = (3, 4, 5)          # t, h, w -> S = 20, N = 60
 RATIO = 0.7
 # hand-computed with the release's int() truncation:
 #   random: int(0.7 * 60) = 42; tube / attention: 3 * int(0.7 * 20) = 3 * 14 = 42;
-#   rows: int(0.7 * 4) = 2 rows of 5 per frame -> 3 * 2 * 5 = 30
-EXPECTED = {"random": 42, "tube": 42, "frame_row": 30, "clip_row": 30, "attention": 42}
+#   rows: int(0.7 * 4) = 2 rows of 5 per frame -> 3 * 2 * 5 = 30; random_row: 3 * 2 = 6 of the 12 rows
+EXPECTED = {"random": 42, "tube": 42, "frame_row": 30, "clip_row": 30, "random_row": 30, "attention": 42}
 
 
 def _mask(kind, B=6, seed=0, **kw):
@@ -47,6 +47,20 @@ def test_frame_row_masks_whole_rows_independently_per_frame():
     assert rows.sum(-1).eq(2).all()                          # 2 of 4 rows in every frame
     differs = any(not torch.equal(rows[b, 0], rows[b, i]) for b in range(6) for i in range(1, 3))
     assert differs                                           # rows are drawn per frame
+
+
+def test_random_row_draws_rows_over_the_whole_clip():
+    # the release's RandomRowMaskingGenerator: t * int(ratio * h) rows out of all t * h, so the
+    # per-frame count varies (over 200 samples a frame with other than 2 masked rows must appear)
+    m = make_mask("random_row", 200, GRID, RATIO, generator=torch.Generator().manual_seed(0)).view(200, 3, 4, 5)
+    rows = m[..., 0]
+    assert torch.equal(m, rows[..., None].expand_as(m))     # whole rows only
+    assert rows.sum((1, 2)).eq(6).all()                      # 6 of the clip's 12 rows
+    per_frame = rows.sum(-1)
+    assert (per_frame != 2).any() and per_frame.max() <= 4
+    # every row position is drawn about equally often: 6 / 12 = 0.5 each, 200 samples
+    freq = rows.float().mean(0)
+    assert (freq - 0.5).abs().max() < 0.15
 
 
 def test_clip_row_uses_the_same_rows_in_every_frame():

@@ -168,7 +168,8 @@ class PretrainSection:
     """Masked pretraining (SPEC section 2): on when ``teacher`` is set; labels are not used and there
     is no validation. ``model/`` then holds the encoder, ready for ``model.pretrained``."""
 
-    teacher: str | None = None             # VideoMamba dir / checkpoint (+ teacher_model), or a local transformers dir
+    teacher: str | None = None             # VideoMamba dir / checkpoint (+ teacher_model), a local transformers dir,
+                                           # or a CLIP visual state dict in OpenAI's layout (the release's vit_b16.pth)
     teacher_model: str | None = None
     mask_type: Literal["random", "tube", "frame_row", "clip_row", "random_row", "attention"] = "tube"
     mask_ratio: float = 0.8
@@ -181,7 +182,6 @@ class PretrainSection:
     teacher_final_norm: bool = True        # false: no final layer norm on the teacher's tokens (the release with cls)
     teacher_input: Literal["renormalise", "imagenet"] = "renormalise"  # imagenet: feed the clip's ImageNet-
                                            # normalised pixels as they are (the release), else the teacher's stats
-    teacher_arch: str | None = None        # state-dict teacher file: clip_b16 / clip_l14 / ... (None: from its shapes)
 
 
 # ---- video-text (task.type: retrieval; engine/video_text.py) ----

@@ -131,10 +131,11 @@ class MaskedPretrainTask:
     higher_is_better = False
 
     def __init__(self, teacher, mask_type: str = "tube", mask_ratio: float = 0.8, sampling: str = "multinomial",
-                 num_classes: int = 0):
+                 num_classes: int = 0, loss: str = "cosine", loss_weight: float = 1.0):
         from ..models.masking import canonical_mask_type
 
         self.teacher = teacher
+        self.loss, self.loss_weight = loss, loss_weight
         self.mask_type = canonical_mask_type(mask_type)
         self.mask_ratio = mask_ratio
         self.sampling = sampling
@@ -146,7 +147,7 @@ class MaskedPretrainTask:
         x, _ = flatten_views(batch["video"].to(device, non_blocking=True))
         inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
         out = masked_alignment_step(inner, self.teacher, x, self.mask_type, self.mask_ratio, self.sampling,
-                                    model_call=model)
+                                    model_call=model, loss=self.loss, loss_weight=self.loss_weight)
         return {"loss": out["loss"], "count": x.shape[0]}
 
     def predict(self, model, video, **kwargs):
@@ -154,15 +155,22 @@ class MaskedPretrainTask:
                            "(videomamba train --pretrained RUN/model) and evaluate that")
 
 
-def load_pretrain_teacher(spec: str, teacher_model: str | None = None):
-    """A transformers image model directory -> per-frame teacher; anything else -> VideoMamba."""
-    from ..models.teachers import HFImageTeacher, VideoMambaTeacher
+def load_pretrain_teacher(spec: str, teacher_model: str | None = None, options: dict | None = None):
+    """A transformers image model directory or an OpenAI-layout CLIP state-dict file -> per-frame
+    teacher (``options``: final_norm, input_norm, return_layers, interval); anything else -> VideoMamba."""
+    from ..models.teachers import HFImageTeacher, OpenAICLIPTeacher, VideoMambaTeacher, _is_openai_clip
 
+    options = dict(options or {})
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(f"teacher {path} does not exist")
     if _is_hf_dir(path):
-        return HFImageTeacher.from_pretrained(path)
+        return HFImageTeacher.from_pretrained(path, **options)
+    if _is_openai_clip(path):
+        return OpenAICLIPTeacher.from_file(path, **options)
+    if options.get("return_layers", 1) != 1:
+        raise ValueError("pretrain.return_layers > 1 needs a CLIP / ViT teacher (a VideoMamba teacher gives its "
+                         "final tokens only)")
     return VideoMambaTeacher(load_videomamba_teacher(spec, teacher_model))
 
 
@@ -170,25 +178,32 @@ class MaskedPretraining:
     """Method for ``pretrain.teacher``: align the visible tokens' features to a frozen teacher."""
 
     def __init__(self, teacher: str, teacher_model: str | None = None, mask_type: str = "tube",
-                 mask_ratio: float = 0.8, sampling: str = "multinomial"):
+                 mask_ratio: float = 0.8, sampling: str = "multinomial", loss: str = "cosine",
+                 loss_weight: float = 1.0, return_layers: int = 1, student_interval: int = 1,
+                 teacher_interval: int = 1, teacher_final_norm: bool = True, teacher_input: str = "renormalise"):
         from ..models.masking import canonical_mask_type
 
         self.teacher_spec = teacher
         self.mask_type = canonical_mask_type(mask_type)
         self.mask_ratio, self.sampling = mask_ratio, sampling
-        self.teacher = load_pretrain_teacher(teacher, teacher_model)
+        self.loss, self.loss_weight = loss, loss_weight
+        self.return_layers, self.student_interval = return_layers, student_interval
+        self.teacher = load_pretrain_teacher(teacher, teacher_model, {
+            "final_norm": teacher_final_norm, "input_norm": teacher_input, "return_layers": return_layers,
+            "interval": teacher_interval})
         if self.mask_type == "attention" and not self.teacher.has_attention:
             raise ValueError("pretrain.mask_type=attention needs a teacher with attention (a transformers "
                              f"ViT/CLIP directory); {teacher} is a VideoMamba")
 
     def describe(self) -> str:
         return (f"masked pretraining: {self.mask_type} masks at ratio {self.mask_ratio}, teacher {self.teacher_spec} "
-                f"({type(self.teacher).__name__}, {self.teacher.dim}-d targets)")
+                f"({type(self.teacher).__name__}, {self.teacher.dim}-d targets), {self.loss} loss x {self.loss_weight}, "
+                f"{self.return_layers} aligned layer(s)")
 
     def prepare_model(self, model):
         from ..models.pretrain import VideoMambaPretrain
 
-        pre = VideoMambaPretrain(model.cfg, self.teacher.dim)
+        pre = VideoMambaPretrain(model.cfg, self.teacher.dim, self.return_layers, self.student_interval)
         sd = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
         pre.load_state_dict(sd, strict=False)          # keep an initialisation from model.pretrained
         return pre
@@ -196,7 +211,7 @@ class MaskedPretraining:
     def prepare_task(self, task, device):
         self.teacher.to(device)
         return MaskedPretrainTask(self.teacher, self.mask_type, self.mask_ratio, self.sampling,
-                                  getattr(task, "num_classes", 0))
+                                  getattr(task, "num_classes", 0), self.loss, self.loss_weight)
 
     def export_model(self, model):
         from ..models.videomamba import VideoMamba
@@ -216,5 +231,7 @@ def build_method(cfg):
     if dist is not None and dist.teacher:
         return SelfDistillation(dist.teacher, dist.teacher_model, dist.weight)
     if pre is not None and pre.teacher:
-        return MaskedPretraining(pre.teacher, pre.teacher_model, pre.mask_type, pre.mask_ratio, pre.mask_sampling)
+        return MaskedPretraining(pre.teacher, pre.teacher_model, pre.mask_type, pre.mask_ratio, pre.mask_sampling,
+                                 pre.loss, pre.loss_weight, pre.return_layers, pre.student_interval,
+                                 pre.teacher_interval, pre.teacher_final_norm, pre.teacher_input)
     return None

@@ -16,6 +16,9 @@ truncates to 41 but 0.7 * 60 to 42):
 - ``frame_row``: int(ratio * h) whole rows per frame, drawn independently for each frame
                  (the release's ``TubeRowMaskingGenerator``).
 - ``clip_row``:  int(ratio * h) whole rows, the same rows in every frame.
+- ``random_row``: t * int(ratio * h) whole rows drawn over all t*h rows of the clip, so a frame can
+                 lose more or fewer rows than another (the release's ``RandomRowMaskingGenerator``,
+                 its ``random_row``).
 - ``attention``: per frame, keep S - int(ratio * S) tokens drawn from the teacher's cls
                  attention by multinomial sampling without replacement (UMT: tokens the teacher
                  finds salient are kept more often, but not always). ``sampling="topk"`` keeps the
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 import torch
 
-MASK_TYPES = ("random", "tube", "frame_row", "clip_row", "attention")
+MASK_TYPES = ("random", "tube", "frame_row", "clip_row", "random_row", "attention")
 _ALIASES = {"frame-row": "frame_row", "clip-row": "clip_row", "tube-row": "frame_row",
             "row": "frame_row", "attn": "attention"}
 
@@ -65,7 +68,7 @@ def num_masked(kind: str, grid: tuple[int, int, int], ratio: float) -> int:
         return int(ratio * (t * S))
     if kind in ("tube", "attention"):
         return t * int(ratio * S)
-    return t * int(ratio * h) * w
+    return t * int(ratio * h) * w                        # frame_row, clip_row, random_row
 
 
 def make_mask(kind: str, batch_size: int, grid: tuple[int, int, int], ratio: float = 0.8, *,
@@ -94,6 +97,9 @@ def make_mask(kind: str, batch_size: int, grid: tuple[int, int, int], ratio: flo
     elif kind == "frame_row":
         rows = _choose(rand(B, t, h), int(ratio * h))                                  # (B, t, h)
         mask = rows[..., None].expand(B, t, h, w).reshape(B, t * S)
+    elif kind == "random_row":
+        rows = _choose(rand(B, t * h), t * int(ratio * h))                            # (B, t*h)
+        mask = rows.reshape(B, t, h, 1).expand(B, t, h, w).reshape(B, t * S)
     elif kind == "clip_row":
         rows = _choose(rand(B, 1, h), int(ratio * h))                                  # (B, 1, h)
         mask = rows[..., None].expand(B, t, h, w).reshape(B, t * S)
