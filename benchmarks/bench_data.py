@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Data-pipeline figures of issue 3: decode cost and DataLoader throughput.
+"""Data-pipeline figures: decode cost and DataLoader throughput.
 
     python benchmarks/bench_data.py [--video PATH] [--repeats N] [--loader-clips N] [--out FILE]
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Selective-scan speed on CPU: the reference loop vs each fast path, forward and forward+backward.
 
-    python benchmarks/bench_scan.py                 # issue point + sweep (a few minutes)
-    python benchmarks/bench_scan.py --quick         # issue point only
+    python benchmarks/bench_scan.py                 # target point + sweep (a few minutes)
+    python benchmarks/bench_scan.py --quick         # target point only
     python benchmarks/bench_scan.py --threads 1 --clock cpu   # robust to other processes
 
 Glossary: B batch, E channels, L length, N state size.
@@ -13,7 +13,7 @@ reported, so that load from other processes hits all of them alike; ratios are o
 within one run. ``--clock cpu`` (one thread) times with the thread's CPU clock instead of the
 wall clock, so time spent descheduled by other processes is not counted. The floor is
 ``torch.exp`` over L*E*N preallocated elements, timed in the same rounds: the scan needs
-exactly those exps. Targets (issue 2, at B=1, E=384, N=16, L=3137):
+exactly those exps. Targets (at B=1, E=384, N=16, L=3137):
 forward >= 30x the reference and within 1.5x of the floor; forward+backward >= 20x.
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ POINT = (384, 3137)
 SWEEP_L = (1024, 3137, 6273, 12545)
 SWEEP_E = (384, 768)
 N = 16
-# Past E * L of this, a slow path is skipped; the issue's whole grid stays in (its largest case, the
+# Past E * L of this, a slow path is skipped; the whole L x E grid stays in (its largest case, the
 # reference's forward+backward at E=768, L=12545, takes ~16 s a run).
 SLOW_MAX = {(impl, mode): max(SWEEP_E) * max(SWEEP_L) for impl in ("ref", "torch") for mode in ("fwd", "fwd+bwd")}
 CLOCK = time.perf_counter
@@ -157,7 +157,7 @@ def targets(rows):
     cpu_f, cpu_fb = find(rows, E, L, "cpu", "fwd"), find(rows, E, L, "cpu", "fwd+bwd")
     floor = find(rows, E, L, "floor", "exp")
     if None in (ref_f, ref_fb, cpu_f, cpu_fb, floor):
-        return {"note": "CPU kernel or reference missing at the issue point"}
+        return {"note": "CPU kernel or reference missing at the target point"}
     t = {"fwd_speedup_vs_ref": ref_f / cpu_f, "fwd_over_exp_floor": cpu_f / floor,
          "fwdbwd_speedup_vs_ref": ref_fb / cpu_fb}
     t["pass"] = {"fwd >= 30x ref": t["fwd_speedup_vs_ref"] >= 30,
@@ -187,9 +187,9 @@ def print_table(rows):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="the issue's point only")
+    ap.add_argument("--quick", action="store_true", help="the target point only")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=7, help="timed rounds at the issue's point")
+    ap.add_argument("--rounds", type=int, default=7, help="timed rounds at the target point")
     ap.add_argument("--sweep-rounds", type=int, default=3)
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="cpu: this thread's CPU time (needs --threads 1)")

@@ -1,11 +1,11 @@
 #!/usr/bin/env python
-"""Small-scale demonstration of issue 5's methods on the synthetic dataset (CPU only).
+"""Small-scale demonstration of the training methods (self-distillation, masked pretraining, analyses) on the synthetic dataset (CPU only).
 
     python benchmarks/methods_small_scale.py [--out runs/methods] [--size 32] [--epochs 30] [--student-dim 64]
 
 Every step is a ``videomamba`` CLI call (run in-process, recorded verbatim in the results):
 
-1. ``make-synthetic``: the data colleague's default dataset (8 order-dependent classes in 4
+1. ``make-synthetic``: the default synthetic dataset (8 order-dependent classes in 4
    forward/backward pairs, 30 train / 10 val videos each, 16 frames) at ``--size`` px.
 2. (a) the student from scratch: the engine's demo config (``-c demo``: D=64, depth 4, 8 frames,
    patch 16), with ``--size`` px frames, batch 8, ``--epochs`` epochs.

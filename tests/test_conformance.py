@@ -1,4 +1,4 @@
-"""The original code's outputs and gradients, reproduced from its state_dict (SPEC §1)."""
+"""The original code's outputs and gradients, reproduced from its state_dict."""
 import json
 
 import pytest

@@ -1,4 +1,4 @@
-"""`videomamba info` reproduces the papers' parameter and GFLOPs tables (SPEC §1 sizes)."""
+"""`videomamba info` reproduces the papers' parameter and GFLOPs tables."""
 import json
 
 import pytest

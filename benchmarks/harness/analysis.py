@@ -1,4 +1,4 @@
-"""Numbers derived from a run: scaling exponents, roofline, ratios, and the targets of issues 2 and 6.
+"""Numbers derived from a run: scaling exponents, roofline, ratios, and the targets.
 
 Records are the dicts the runner returns, each with its ``spec`` and ``status``. Everything here
 is a pure function of the records, so a report can be rebuilt from the JSON alone.
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-ORIGINAL_CPU_S = 6.66   # issue 2: the original code's CPU forward, VideoMamba-Ti 8x224^2, batch 1, fp32
+ORIGINAL_CPU_S = 6.66   # the original code's CPU forward, VideoMamba-Ti 8x224^2, batch 1, fp32
 
 
 def fit_exponent(xs, ys) -> dict:
@@ -95,7 +95,7 @@ def increment_mb(r: dict) -> float | None:
 
 
 def roofline_s(r: dict, micro: dict) -> float | None:
-    """Roofline time of a VideoMamba inference record (issue 2's definition).
+    """Roofline time of a VideoMamba inference record (the scan's exp count as its floor).
 
     Every multiply-add outside the scan (full count) at the measured matmul peak (bf16 peak under
     bf16 autocast), plus depth * 2 directions * L*E*N exps (the scan's ``exp(delta*A)``) at the
@@ -134,7 +134,8 @@ def _ratio(a, b):
 
 
 def targets(records, micro: dict | None = None) -> list[dict]:
-    """Issue 6's targets (and issue 2's inference roofline), each met / missed / not measured."""
+    """The targets (speed and memory against the peers, the time-vs-frames exponent, the
+    inference roofline), each met / missed / not measured."""
     out = []
 
     def rec(**m):
@@ -190,20 +191,20 @@ def targets(records, micro: dict | None = None) -> list[dict]:
                     f"{peak_mb(r):.0f} MB vs {peak_mb(te):.0f} MB{_incr(r, te, True)}")
         else:
             add(f"train 64f{label}: >= 5x less peak memory than eager ViT-Ti", None, ">= 5", None, _why(r, te))
-    # --- issue 2: VideoMamba-Ti 8x224^2 batch 1 fp32 inference
+    # --- VideoMamba-Ti 8x224^2 batch 1 fp32 inference
     r8 = rec(model="videomamba_tiny", grad_ckpt=False, mode="infer", frames=8, batch=1, dtype="fp32")
     if r8 is not None and r8["status"] == "ok":
         sp = ORIGINAL_CPU_S / r8["median_s"]
-        add("issue 2: infer 8f >= 15x faster than the original CPU path (6.66 s)", sp, ">= 15", sp >= 15,
+        add("infer 8f >= 15x faster than the original CPU path (6.66 s)", sp, ">= 15", sp >= 15,
             f"{r8['median_s']:.3f} s at {r8.get('threads', '?')} thread(s), CPU share "
             f"{r8.get('cpu_share') or 0:.2f} (6.66 s was measured with 2 threads on a quiet machine)")
         rf = roofline_s(r8, micro or {})
         if rf is not None:
             x = r8["median_s"] / rf
-            add("issue 2: infer 8f within 2x of the roofline", x, "<= 2", x <= 2,
+            add("infer 8f within 2x of the roofline", x, "<= 2", x <= 2,
                 f"{r8['median_s']:.3f} s vs roofline {rf:.3f} s")
     else:
-        add("issue 2: infer 8f >= 15x faster than the original CPU path (6.66 s)", None, ">= 15", None, _why(r8))
+        add("infer 8f >= 15x faster than the original CPU path (6.66 s)", None, ">= 15", None, _why(r8))
     return out
 
 

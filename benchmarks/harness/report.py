@@ -393,7 +393,7 @@ def write_page(data: dict, page: Path, plot_dir: Path, command: "str | list[str]
           f"`†` = the process got less than {BUSY_SHARE:.0%} of its cores (other load): that time is inflated, "
           "and ratios against unmarked cells are biased."]
     tg = analysis.targets(records, data.get("micro", {}).get("cpu"))
-    L += ["", "## Targets (issue 6, and issue 2's roofline)", "", targets_table(tg)]
+    L += ["", "## Targets", "", targets_table(tg)]
     if data.get("micro"):
         L += ["", "## Machine ceilings (roofline inputs)", "", micro_table(data["micro"])]
     rt = roofline_table([r for r in records if r.get("spec", {}).get("device", "cpu") == "cpu"])

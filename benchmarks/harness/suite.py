@@ -44,7 +44,7 @@ def _m(model, frames, mode="infer", batch=1, dtype="fp32", attn=None, grad_ckpt=
 
 
 def full_grid(device: str = "cpu") -> list[dict]:
-    """Everything issue 6 asks for, most important first (a run cut short still has the targets):
+    """Every configuration of the comparison, most important first (a run cut short still has the targets):
     batch-1 fp32 inference of every model (peers with sdpa and eager), the training steps, then
     ours and ViT-Ti sdpa at bf16 and at batch 8, ViT-Ti eager at batch 8, and (CPU) ours and ViT-Ti
     sdpa inference under glibc's default malloc settings."""

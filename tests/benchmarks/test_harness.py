@@ -174,9 +174,9 @@ def test_targets_from_a_hand_made_run():
     assert k["value"] == pytest.approx(1.0) and k["met"] is True
     assert tg["train 64f: peak memory <= sdpa ViT-Ti"]["met"] is True
     assert tg["train 64f (+grad ckpt): >= 5x less peak memory than eager ViT-Ti"]["met"] is True
-    i2 = tg["issue 2: infer 8f >= 15x faster than the original CPU path (6.66 s)"]
+    i2 = tg["infer 8f >= 15x faster than the original CPU path (6.66 s)"]
     assert i2["value"] == pytest.approx(6.66 / 0.25) and i2["met"] is True
-    assert "issue 2: infer 8f within 2x of the roofline" in tg
+    assert "infer 8f within 2x of the roofline" in tg
 
 
 def test_eager_attention_floor_counts_the_attention_matrices():
@@ -205,7 +205,7 @@ def test_roofline_uses_the_flops_breakdown():
     g = r8["gflops"]
     expect = 2 * g["gmacs_linear"] * 1e9 / 150e9 + g["gmacs_scan"] * 1e9 / 9 / 2.8e9
     assert analysis.roofline_s(r8, micro) == pytest.approx(expect)
-    # issue 2's figure: VideoMamba-Ti 8x224^2 has L*E*N*48 exps
+    # the roofline's figure: VideoMamba-Ti 8x224^2 has L*E*N*48 exps
     assert g["gmacs_scan"] * 1e9 / 9 == pytest.approx(1569 * 384 * 16 * 48)
 
 

@@ -1,4 +1,4 @@
-"""Delta (step size) maps, KAIST §5.6 / SPEC §5.
+"""Delta (step size) maps, KAIST paper §5.6.
 
 Glossary: B batch, E inner width, L sequence length, T frames, k tubelet, t = T/k, h x w token
 grid, H x W pixels.

@@ -5,21 +5,19 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..engine.demo import DEMO_PER_CLASS
-
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="overrides of the demo config (configs/demo.yaml), e.g. optim.epochs=5")
     p.add_argument("-o", "--out", default="videomamba-demo", help="output directory (default: ./videomamba-demo)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the demo config's)")
-    p.add_argument("--per-class", type=int, default=DEMO_PER_CLASS,
-                   help=f"synthetic videos per class, a quarter for validation (default {DEMO_PER_CLASS})")
+    p.add_argument("--per-class", type=int, default=None,
+                   help="synthetic videos per class, a quarter for validation (default: the demo's, 600)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.demo import run_demo
+    from ..engine.demo import DEMO_PER_CLASS, run_demo
 
-    run_demo(args.out, epochs=args.epochs, per_class=args.per_class, seed=args.seed, device=args.device,
-             overrides=args.overrides)
+    run_demo(args.out, epochs=args.epochs, per_class=args.per_class or DEMO_PER_CLASS, seed=args.seed,
+             device=args.device, overrides=args.overrides)
     return 0

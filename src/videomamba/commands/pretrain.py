@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                 "  videomamba pretrain -c demo data.train=train.csv data.root=videos --teacher runs/teacher/model\n"
                 "  videomamba pretrain -c my.yaml --teacher /models/clip-vit-b16 --mask-type attention\n"
                 "  videomamba train -c demo data.train=... data.val=... --pretrained runs/pretrain/model\n"
-                "recipe (SPEC §2): AdamW betas (0.9, 0.95), lr 1.5e-4 x batch / 256, weight decay 0.05,\n"
+                "recipe: AdamW betas (0.9, 0.95), lr 1.5e-4 x batch / 256, weight decay 0.05,\n"
                 "drop path 0.4: e.g. optim.betas=[0.9,0.95] optim.base_lr=1.5e-4 model.drop_path_rate=0.4")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides such as optim.lr=1e-3 data.batch_size=16 (values parsed as YAML)")

@@ -112,10 +112,6 @@ def deterministic_mode(enabled: bool, say: Callable[[str], None] = print):
             os.environ.pop(ENV_VAR, None)
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") and isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
-
-
 def train(config: "str | Path | dict | TrainConfig | None" = None, overrides: "dict | list[str] | None" = None, *,
           resume: "str | Path | bool | None" = None, train_dataset=None, val_dataset=None,
           callbacks: "list[Callable[[dict], None]] | tuple" = (), log: Callable[[str], None] | None = None) -> TrainResult:

@@ -117,7 +117,6 @@ class BiMambaMixer(nn.Module):
             dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min))
                            + math.log(dt_min)).clamp(min=floor)
             dt_proj.bias.copy_(torch.zeros_like(dt) if zero_dt_bias else dt + torch.log(-torch.expm1(-dt)))
-            dt_proj.bias._no_reinit = True
 
     @staticmethod
     def _conv(x, conv, reverse: bool, out=None):

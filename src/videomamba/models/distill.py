@@ -1,4 +1,4 @@
-"""Self-distillation (OpenGVLab, SPEC §2): a student learns from a frozen, trained teacher's tokens.
+"""Self-distillation (OpenGVLab): a student learns from a frozen, trained teacher's tokens.
 
 The student is a VideoMamba with one extra head, ``distill_head = RMSNorm -> Linear(D_student,
 D_teacher)`` (the release's parameter names ``distill_head.0`` / ``distill_head.1``), applied to

@@ -136,15 +136,8 @@ class VideoMamba(nn.Module):
     def num_layers(self) -> int:
         return self.cfg.depth + 2
 
-    def group_matcher(self, coarse: bool = False) -> dict:
-        return {"stem": r"^cls_token|^pos_embed|^temporal_pos_embedding|^patch_embed",
-                "blocks": [(r"^layers\.(\d+)", None), (r"^norm_f", (99999,))]}
-
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
-
-    def get_classifier(self) -> nn.Module:
-        return self.head
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = self.cfg.num_classes = num_classes
