@@ -26,11 +26,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "index": ("index", "embed folders of video as overlapping windows into a search index"),
     "search": ("search", "find moments in a video index by text or by an example clip"),
     "serve": ("serve", "a search page over a video index (127.0.0.1 by default)"),
+    "embed": ("embed", "video and text embeddings of a video-text model (safetensors / .npy + index)"),
 }
 
 
 # Commands that run models for long: they fix glibc's malloc mmap threshold first (runtime.py).
-LONG_JOBS = {"train", "pretrain", "eval", "predict", "demo", "analyze", "index"}
+LONG_JOBS = {"train", "pretrain", "eval", "predict", "demo", "analyze", "index", "embed"}
 # Opt-in: the fixed mmap threshold cuts a 64-frame training step's peak RSS ~3.7 -> ~1.0 GB but
 # costs 60-80 % more time per step (page faults on every large tensor); see videomamba.runtime.
 MALLOC_TUNE_ENV = "VIDEOMAMBA_MALLOC_TUNE"

@@ -31,10 +31,45 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable videos instead of failing")
     p.add_argument("-o", "--out", default=None, help="write eval_results.json, per_class.csv and confusion.png here")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    # ---- video-text retrieval (engine/retrieval.py); on by itself for a saved video-text model
+    r = p.add_argument_group("video-text retrieval")
+    r.add_argument("--retrieval", action="store_true",
+                   help="text<->video retrieval of a video-text model on a caption annotation file "
+                        "(the release's JSON layout or path,caption CSV)")
+    r.add_argument("--dataset", default=None, help="msrvtt | didemo | anet | lsmdc | msvd: paragraph mode and text length")
+    r.add_argument("--paragraph", action="store_true", default=None, help="join each video's captions into one")
+    r.add_argument("--k-test", type=int, default=128, help="candidates re-ranked with matching scores (default 128)")
+    r.add_argument("--max-txt-l", type=int, default=None, help="text length in tokens (default: dataset / model)")
+    r.add_argument("--no-rerank", action="store_true", help="contrastive similarities only")
+    r.add_argument("--skip-missing", action="store_true", help="skip missing video files (counted)")
+
+
+def _is_video_text(path: str) -> bool:
+    from pathlib import Path
+    cfg = Path(path) / "config.json"
+    try:
+        return cfg.is_file() and json.loads(cfg.read_text()).get("architecture") == "VideoTextModel"
+    except (OSError, json.JSONDecodeError):
+        return False
 
 
 def run(args: argparse.Namespace) -> int:
     from ..engine import evaluate
+
+    if args.retrieval or _is_video_text(args.checkpoint):
+        from ..engine.retrieval import evaluate_files
+
+        res = evaluate_files(args.checkpoint, args.annotations, root=args.root, dataset=args.dataset,
+                             paragraph=args.paragraph, k_test=args.k_test, clips=args.clips or 1,
+                             num_frames=args.frames, img_size=args.img_size, max_txt_l=args.max_txt_l,
+                             batch_size=args.batch_size, num_workers=args.workers, rerank_scores=not args.no_rerank,
+                             skip_missing=args.skip_missing, device=args.device,
+                             amp="none" if args.amp == "auto" else args.amp, shuffle_frames=args.shuffle_frames,
+                             out_dir=args.out, progress=not args.json, log=(lambda s: None) if args.json else print)
+        if args.json:
+            import torch
+            print(json.dumps({k: v for k, v in res.items() if not isinstance(v, torch.Tensor)}, indent=2, default=str))
+        return 0
 
     res = evaluate(args.checkpoint, args.annotations, root=args.root, fmt=args.format, model_name=args.model,
                    classes=args.classes, clips=args.clips, crops=args.crops, num_frames=args.frames,

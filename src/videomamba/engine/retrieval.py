@@ -238,3 +238,54 @@ def write_retrieval(results: dict, out_dir: "str | Path", name: str = "retrieval
     atomic_write_text(jp, json.dumps(plain, indent=2, sort_keys=True))
     atomic_write_text(mp, format_retrieval(results))
     return {"json": jp, "markdown": mp}
+
+
+def evaluate_files(checkpoint, annotations, *, root=None, dataset: str | None = None, paragraph: bool | None = None,
+                   k_test: int = 128, clips: int = 1, num_frames: int | None = None, img_size: int | None = None,
+                   max_txt_l: int | None = None, batch_size: int = 8, num_workers: int = 0, micro_batch: int = 32,
+                   rerank_scores: bool = True, skip_missing: bool = False, device: str = "auto",
+                   amp: str = "none", shuffle_frames: bool = False, out_dir=None, progress: bool = False,
+                   log=print) -> dict:
+    """``videomamba eval --retrieval``: a video-text model on a caption annotation file."""
+    from ..data.captions import VideoTextDataset, dataset_preset
+    from ..models.video_text import load_video_text
+    from .distributed import resolve_device
+    from .trainer import resolve_amp
+
+    dev = resolve_device(device)
+    model = load_video_text(checkpoint).to(dev).eval()
+    para, preset_len = dataset_preset(dataset)
+    if paragraph is not None:
+        para = paragraph
+    L = max_txt_l or preset_len
+    if L:
+        if L > model.cfg.text.max_position_embeddings:
+            raise ValueError(f"max text length {L} exceeds the model's max_position_embeddings "
+                             f"({model.cfg.text.max_position_embeddings})")
+        model.max_txt_l = L
+    if model.tokenizer is None:
+        raise ValueError(f"{checkpoint} has no tokenizer (vocab.txt); the model cannot read captions")
+    ds = VideoTextDataset(annotations, root, train=False, paragraph=para, num_frames=num_frames or model.num_frames,
+                          img_size=img_size or model.img_size, num_clips=clips, skip_missing=skip_missing)
+    amp_dtype = resolve_amp(amp, dev)
+    res = evaluate_retrieval(model, ds, k_test=k_test, batch_size=batch_size, num_workers=num_workers,
+                             micro_batch=micro_batch, rerank_scores=rerank_scores, device=dev, amp_dtype=amp_dtype,
+                             progress=progress)
+    res.update(model=str(checkpoint), annotations=str(annotations), clips=clips, max_txt_l=model.max_txt_l)
+    if ds.missing:
+        log(f"skipped {len(ds.missing)} missing video file(s)")
+    if res["captions_truncated"]:
+        log(f"{res['captions_truncated']} caption(s) longer than {model.max_txt_l} tokens were truncated")
+    if shuffle_frames:
+        from .tasks import shuffle_frames as shuffle
+
+        g = torch.Generator().manual_seed(0)
+        sh = evaluate_retrieval(model, ds, k_test=k_test, batch_size=batch_size, num_workers=num_workers,
+                                micro_batch=micro_batch, rerank_scores=rerank_scores, device=dev, amp_dtype=amp_dtype,
+                                frame_transform=lambda v: shuffle(v, g))
+        res["shuffled_frames"] = {k: sh[k] for k in ("test/", "test_emb/") if k in sh}
+    if out_dir is not None:
+        paths = write_retrieval(res, out_dir)
+        log(f"wrote {paths['json']} and {paths['markdown']}")
+    log(format_retrieval(res))
+    return res
