@@ -42,6 +42,7 @@ from .annotations import Annotations, Sample, load_classes, read_annotations, sa
 from .rand_augment import RandAugment
 from .sampling import SAMPLINGS, sample_indices, time_to_frame_range
 from .video import MemoryReader, VideoDecodeError, open_video
+from .views import eval_views
 
 log = logging.getLogger(__name__)
 
@@ -300,11 +301,7 @@ class VideoDataset(torch.utils.data.Dataset):
                     clip, label = T.apply_symmetry(clip, sym), perm[label]
             views = [self._train_view(clip) for _ in range(self.repeat_aug)]
             return (views[0] if self.repeat_aug == 1 else torch.stack(views)), label
-        views = []
-        for clip in clips:
-            clip = T.resize_short_side(clip, self.short_side)
-            views += [T.normalize(c) for c in T.spatial_crops(clip, self.img_size, self.num_crops)]
-        return torch.stack(views), label                                      # (V, 3, T, H, W)
+        return eval_views(clips, self.img_size, self.short_side, self.num_crops), label      # (V, 3, T, H, W)
 
     def _train_view(self, clip: torch.Tensor) -> torch.Tensor:
         a = self.augment
@@ -328,10 +325,12 @@ def load_video_clips(path, num_frames: int, num_clips: int, img_size: int, short
                      backend: str = "auto", short: str = "pad") -> torch.Tensor:
     """Evaluation views of one video of any length: float (V, 3, T, H, W), V = num_clips * num_crops.
 
-    Clips spread over the whole video (see :mod:`videomamba.data.sampling`), normalised like the dataset.
+    Clips spread over the whole video (see :mod:`videomamba.data.sampling`), normalised like the dataset
+    (:func:`videomamba.data.views.read_views` with these settings).
     """
-    ds = VideoDataset([Sample(Path(path), 0)], num_frames=num_frames, sampling=sampling,
-                      sample_stride=sample_stride, train=False, img_size=img_size, short_side=short_side,
-                      num_clips=num_clips, num_crops=num_crops, classes=["video"], backend=backend,
-                      threads=0, short=short)
-    return ds[0]["video"]
+    from .clip_config import ClipConfig
+    from .views import read_views
+
+    clip = ClipConfig(num_frames=num_frames, img_size=img_size, short_side=short_side, sampling=sampling,
+                      sample_stride=sample_stride)
+    return read_views(path, clip, num_clips, num_crops, backend=backend, short=short)

@@ -52,18 +52,6 @@ def score_views(model, views: torch.Tensor, kind: str = "classification", view_b
         return task.predict(model, x, view_batch=view_batch)[0].float().cpu()
 
 
-def _views(path: Path, clip, n_clips: int, n_crops: int, window: tuple[float, float] | None = None) -> torch.Tensor:
-    from ..data.annotations import Sample
-    from ..data.dataset import VideoDataset
-
-    extra = {"start": window[0], "end": window[1]} if window else {}
-    ds = VideoDataset([Sample(path, 0, extra)], num_frames=clip.num_frames, sampling=clip.sampling,
-                      sample_stride=clip.sample_stride, train=False, img_size=clip.img_size,
-                      short_side=clip.short_side, num_clips=n_clips, num_crops=n_crops, classes=["video"],
-                      threads=0)
-    return ds[0]["video"]
-
-
 def predict(videos: "str | Path | list[str | Path]", checkpoint: "str | Path | None" = None, *,
             model: torch.nn.Module | None = None, model_name: str | None = None, topk: int = 5,
             labels: "str | list[str] | None" = None, clips: int | None = None, crops: int | None = None,
@@ -79,6 +67,7 @@ def predict(videos: "str | Path | list[str | Path]", checkpoint: "str | Path | N
     from ..data.clip_config import ClipConfig, class_names
     from ..data.sampling import window_bounds
     from ..data.video import probe_video
+    from ..data.views import read_views
     from ..runtime import resolve_amp, resolve_device
 
     if isinstance(videos, (str, Path)):
@@ -118,12 +107,12 @@ def predict(videos: "str | Path | list[str | Path]", checkpoint: "str | Path | N
             info = probe_video(path)
             res = {"path": str(path), "windows": []}
             for start, end in window_bounds(info.duration, windows, window_stride or windows):
-                x = _views(path, clip, n_clips, n_crops, (start, end))
+                x = read_views(path, clip, n_clips, n_crops, (start, end))
                 res["windows"].append({"start": start, "end": end,
                                        **entry(score_views(model, x, kind, view_batch, amp_dtype), int(x.shape[0]))})
             out.append(res)
             continue
-        x = _views(path, clip, n_clips, n_crops)
+        x = read_views(path, clip, n_clips, n_crops)
         out.append({"path": str(path), **entry(score_views(model, x, kind, view_batch, amp_dtype), int(x.shape[0]))})
     return out
 
