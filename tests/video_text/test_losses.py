@@ -1,0 +1,148 @@
+"""Each video-text loss against a hand-computed value (the release fixture checks them too:
+test_parity.py)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from videomamba.models.video_text import (gather_with_grad, get_sim, mlm_mask, positive_mask,
+                                          sample_hard_negatives, uta_loss, vtc_loss, vtm_loss)
+
+
+def test_get_sim_is_mean_of_frame_cosines():
+    v = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])           # one video, two frames
+    t = torch.tensor([[3.0, 0.0], [1.0, 1.0]])             # two captions
+    s_v2t, s_t2v = get_sim(v, t, temp=0.5)
+    # frame cosines with caption 0: 1, 0 -> mean 0.5; with caption 1: 1/sqrt2 each -> mean 1/sqrt2
+    expected = torch.tensor([[0.5, 1 / math.sqrt(2)]]) / 0.5
+    torch.testing.assert_close(s_v2t, expected)
+    torch.testing.assert_close(s_t2v, expected.T)
+
+
+def test_vtc_hand_computed():
+    # two videos (one frame) and two captions, unit vectors; pairs (0,0), (1,1)
+    v = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
+    t = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    temp = 0.5
+    sim = torch.tensor([[1.0, 0.6], [0.0, 0.8]]) / temp       # v2t
+    lv = -(torch.log_softmax(sim, 1).diagonal()).mean()
+    lt = -(torch.log_softmax(sim.T, 1).diagonal()).mean()
+    got = vtc_loss(v, t, torch.tensor([0, 1]), temp, gather=False)
+    assert float(got) == pytest.approx(float((lv + lt) / 2), abs=1e-6)
+
+
+def test_vtc_duplicate_ids_share_the_target():
+    v = torch.randn(3, 2, 4)
+    t = torch.randn(3, 4)
+    idx = torch.tensor([0, 0, 1])
+    sim, _ = get_sim(v, t, 0.1)
+    target = torch.tensor([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    torch.testing.assert_close(positive_mask(idx, normalize=True), target)
+    lv = -(F.log_softmax(sim, 1) * target).sum(1).mean()
+    lt = -(F.log_softmax(sim.T, 1) * target).sum(1).mean()
+    assert float(vtc_loss(v, t, idx, 0.1, gather=False)) == pytest.approx(float((lv + lt) / 2), abs=1e-6)
+
+
+class _StubITM:
+    """itm_logits = (sum of the text's first feature, sum of the video's first feature): a fixed,
+    hand-checkable function of which rows are paired."""
+
+    def itm_logits(self, text_tokens, text_mask, video_tokens):
+        return torch.stack([text_tokens[:, 0, 0], video_tokens[:, 0, 0]], 1)
+
+
+def test_vtm_hand_computed_with_given_negatives():
+    vt = torch.tensor([1.0, 2.0, 3.0]).view(3, 1, 1)      # video "features" 1, 2, 3
+    tt = torch.tensor([10.0, 20.0, 30.0]).view(3, 1, 1)   # text "features"
+    mask = torch.ones(3, 1, dtype=torch.long)
+    vneg, tneg = torch.tensor([1, 2, 0]), torch.tensor([2, 0, 1])
+    loss, _ = vtm_loss(_StubITM(), vt, tt, mask, None, None, torch.arange(3), 1.0, negatives=(vneg, tneg))
+    rows = [(10, 1), (20, 2), (30, 3),                    # positives, label 1
+            (10, 2), (20, 3), (30, 1),                    # negative video for each text, label 0
+            (30, 1), (10, 2), (20, 3)]                    # negative text for each video, label 0
+    labels = [1, 1, 1, 0, 0, 0, 0, 0, 0]
+    exp = sum(-F.log_softmax(torch.tensor(r, dtype=torch.float), 0)[y] for r, y in zip(rows, labels)) / 9
+    assert float(loss) == pytest.approx(float(exp), abs=1e-5)
+
+
+def test_hard_negatives_never_positive_and_follow_similarity():
+    idx = torch.tensor([0, 0, 1, 2])
+    sim = torch.zeros(4, 4)
+    sim[0, 3] = sim[1, 3] = 50.0                           # caption 3 is by far the hardest for videos 0, 1
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        vneg, tneg = sample_hard_negatives(sim, sim.T, idx, g)
+        for i in range(4):
+            assert idx[vneg[i]] != idx[i] and idx[tneg[i]] != idx[i]
+        assert tneg[0] == 3 and tneg[1] == 3
+    # a batch with only positives falls back to uniform rather than failing
+    vneg, tneg = sample_hard_negatives(torch.zeros(2, 2), torch.zeros(2, 2), torch.tensor([5, 5]), g)
+    assert vneg.shape == (2,) and tneg.shape == (2,)
+
+
+def test_mlm_mask_rules_and_rates():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.full((200, 20), 7)
+    ids[:, 0] = 101
+    ids[:, 15:] = 0                                        # padding
+    masked, labels = mlm_mask(ids, vocab_size=1000, prob=0.5, pad_id=0, cls_id=101, mask_id=103, generator=g)
+    picked = labels != -100
+    assert not picked[:, 0].any() and not picked[:, 15:].any()     # never CLS or PAD
+    assert torch.equal(labels[picked], ids[picked])
+    assert torch.equal(masked[~picked], ids[~picked])
+    rate = picked[:, 1:15].float().mean()
+    assert 0.45 < rate < 0.55
+    became_mask = (masked[picked] == 103).float().mean()
+    assert 0.75 < became_mask < 0.85                       # 80 % [MASK]; the rest half random, half kept
+    kept = (masked[picked] == 7).float().mean()
+    assert 0.07 < kept < 0.14
+
+
+def test_uta_hand_computed():
+    a = torch.tensor([[[1.0, 0.0], [0.0, 3.0]]])
+    assert float(uta_loss(a, a * 2)) == pytest.approx(0.0, abs=1e-6)
+    b = torch.tensor([[[0.0, 1.0], [0.0, -1.0]]])          # orthogonal (2 - 0), opposite (2 + 2)
+    assert float(uta_loss(a, b)) == pytest.approx(3.0, abs=1e-6)
+
+
+def test_gather_without_process_group_is_identity():
+    x = torch.randn(3, 2, requires_grad=True)
+    assert gather_with_grad(x) is x
+
+
+def _ddp_worker(rank, world, port, q):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    v, t = torch.randn(4, 2, 8), torch.randn(4, 8)
+    idx = torch.tensor([0, 1, 2, 3])
+    sl = slice(2 * rank, 2 * rank + 2)
+    local = vtc_loss(v[sl].clone().requires_grad_(True), t[sl], idx[sl], 0.1, gather=True)
+    q.put((rank, float(local), float(vtc_loss(v, t, idx, 0.1, gather=False))))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_vtc_gathers_across_ranks():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, q)) for r in range(2)]
+    for p in procs:
+        p.start()
+    out = [q.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    for _, local, full in out:
+        assert local == pytest.approx(full, abs=1e-5)      # every rank's loss is the whole batch's
