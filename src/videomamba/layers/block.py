@@ -73,7 +73,8 @@ class Block(nn.Module):
         block (residual None) takes ``hidden`` as the stream."""
         if residual is None:
             residual = hidden
-        elif torch.is_inference_mode_enabled():
+        elif not torch.compiler.is_compiling() and torch.is_inference_mode_enabled():
+            # (dynamo cannot read the inference-mode flag; a compiled graph reuses memory anyway)
             residual = residual.add_(self.drop_path(hidden))
         else:
             residual = residual + self.drop_path(hidden)

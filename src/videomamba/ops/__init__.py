@@ -3,6 +3,7 @@
 Each op has a readable reference (``*_ref``) and fast paths chosen in ``backend.py``.
 """
 from .backend import BACKENDS, ENV_VAR, available_backends, describe_backends
+from . import library  # noqa: F401 - registers the videomamba:: custom ops
 from .conv import causal_conv1d, causal_conv1d_ref
 from .norm import rms_norm, rms_norm_ref
 from .selective_scan import selective_scan, selective_scan_ref

@@ -45,6 +45,7 @@ def causal_conv1d(x, weight, bias=None, activation: str | None = None, backend: 
     receives the result and is returned (inference only); it may be x's own memory.
     """
     from .backend import resolve_conv
+    from .library import is_tracing
     from .selective_scan import check_out
 
     _check(x, weight, bias, activation)
@@ -53,7 +54,7 @@ def causal_conv1d(x, weight, bias=None, activation: str | None = None, backend: 
     if name == "cpu":
         from .cpu_kernel import causal_conv1d_cpu
         return causal_conv1d_cpu(x, weight, bias, activation, reverse=reverse, out=out)
-    if name == "cuda":
+    if name == "cuda" and not is_tracing():
         from .scan_cuda import causal_conv1d_cuda as fn
     else:
         fn = causal_conv1d_ref

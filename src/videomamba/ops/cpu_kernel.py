@@ -1,4 +1,4 @@
-"""The compiled CPU kernels (selective scan, causal conv): one-off build, cache, autograd wrappers.
+"""The compiled CPU kernels (selective scan, causal conv): one-off build, cache, entry points.
 
 Glossary: B batch, E channels, L length, N state size, G groups of B/C, K conv width.
 
@@ -173,10 +173,6 @@ def build_seconds() -> float | None:
     return _build_seconds
 
 
-def _grad_like(g: torch.Tensor | None, x: torch.Tensor | None):
-    return None if g is None or x is None else g.to(x.dtype)
-
-
 def _kernel_out(out: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
     """``out`` when the kernel can write into it directly (fp32, contiguous, for an fp32 ``like``),
     else None: the result is then computed apart and copied into ``out``."""
@@ -185,39 +181,8 @@ def _kernel_out(out: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | 
     return out if out.is_contiguous() else None
 
 
-class _SelectiveScanCPU(torch.autograd.Function):
-    """Saves only the inputs; the backward recomputes the states (O(inputs) autograd memory)."""
-
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
-                reverse):
-        mod = load()
-        B4 = B.unsqueeze(1) if B.dim() == 3 else B   # (B, G, N, L)
-        C4 = C.unsqueeze(1) if C.dim() == 3 else C
-        out, last = mod.fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus,
-                            return_last_state, reverse, None)
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
-        ctx.delta_softplus = delta_softplus
-        ctx.return_last_state = return_last_state
-        ctx.reverse = reverse
-        if return_last_state:
-            return out, last
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dout, *rest):
-        u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
-        dlast = rest[0] if ctx.return_last_state and rest else None
-        B4 = B.unsqueeze(1) if B.dim() == 3 else B
-        C4 = C.unsqueeze(1) if C.dim() == 3 else C
-        du, ddelta, dA, dB, dC, dD, dz, dbias = load().bwd(
-            u, delta, A, B4, C4, D, z, delta_bias, ctx.delta_softplus, dout, dlast, ctx.reverse)
-        dB = dB.squeeze(1) if B.dim() == 3 else dB
-        dC = dC.squeeze(1) if C.dim() == 3 else dC
-        return (_grad_like(du, u), _grad_like(ddelta, delta), _grad_like(dA, A), _grad_like(dB, B),
-                _grad_like(dC, C), _grad_like(dD, D), _grad_like(dz, z),
-                _grad_like(dbias, delta_bias), None, None, None)
+def _grouped(X: torch.Tensor) -> torch.Tensor:
+    return X.unsqueeze(1) if X.dim() == 3 else X
 
 
 def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -225,50 +190,46 @@ def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     """Compiled CPU scan (arguments validated by :func:`videomamba.ops.selective_scan`).
 
     ``reverse`` scans t = L-1 .. 0 natively; ``out`` (no autograd) receives the result and may be
-    the memory of u, delta or z."""
+    the memory of u, delta or z. Under autograd, ``torch.compile`` or ``torch.export`` the scan
+    runs as the custom op ``videomamba::selective_scan_fwd`` (``library.py``), whose backward
+    saves only the inputs and recomputes the states; eager inference into ``out`` calls the
+    kernel directly, so that it can write over an input.
+    """
+    from .library import is_tracing, selective_scan_op
+
     args = (u, delta, A, B, C, D, z, delta_bias)
     grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args)
     check_out(out, u, *args)
-    if grad:
-        return _SelectiveScanCPU.apply(*args, bool(delta_softplus), bool(return_last_state),
-                                       bool(reverse))
-    B4 = B.unsqueeze(1) if B.dim() == 3 else B
-    C4 = C.unsqueeze(1) if C.dim() == 3 else C
+    if out is None or grad or is_tracing():
+        res = selective_scan_op(*args, delta_softplus=bool(delta_softplus),
+                                return_last_state=bool(return_last_state), reverse=bool(reverse))
+        if out is None:
+            return res
+        res, last = res if return_last_state else (res, None)
+        res = out.copy_(res)
+        return (res, last) if return_last_state else res
     direct = _kernel_out(out, u)
-    res, last = load().fwd(u, delta, A, B4, C4, D, z, delta_bias, bool(delta_softplus),
-                           bool(return_last_state), bool(reverse), direct)
-    if out is not None and direct is None:
+    res, last = load().fwd(u, delta, A, _grouped(B), _grouped(C), D, z, delta_bias,
+                           bool(delta_softplus), bool(return_last_state), bool(reverse), direct)
+    if direct is None:
         res = out.copy_(res)
     return (res, last) if return_last_state else res
-
-
-class _CausalConv1dCPU(torch.autograd.Function):
-    """Saves only the inputs; the backward recomputes the pre-activation."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, silu, reverse):
-        ctx.save_for_backward(x, weight, bias)
-        ctx.silu, ctx.reverse = silu, reverse
-        return load().conv_fwd(x, weight, bias, silu, reverse, None)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dout):
-        x, weight, bias = ctx.saved_tensors
-        dx, dw, db = load().conv_bwd(x, weight, bias, ctx.silu, dout, ctx.reverse)
-        return _grad_like(dx, x), _grad_like(dw, weight), _grad_like(db, bias), None, None
 
 
 def causal_conv1d_cpu(x, weight, bias=None, activation=None, *, reverse=False, out=None):
     """Compiled causal depthwise conv1d: x (B, E, L), weight (E, K), bias (E,) -> x's dtype.
 
     ``reverse``: causal along t = L-1 .. 0; ``out`` (no autograd) receives the result and may be
-    x's own memory."""
+    x's own memory. As the scan: the custom op ``videomamba::causal_conv1d_fwd`` except for eager
+    inference into ``out``."""
+    from .library import causal_conv1d_op, is_tracing
+
     silu = activation in ("silu", "swish")
     grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
     check_out(out, x, x, weight, bias)
-    if grad:
-        return _CausalConv1dCPU.apply(x, weight, bias, silu, bool(reverse))
+    if out is None or grad or is_tracing():
+        res = causal_conv1d_op(x, weight, bias, silu, reverse=bool(reverse))
+        return res if out is None else out.copy_(res)
     direct = _kernel_out(out, x)
     res = load().conv_fwd(x, weight, bias, silu, bool(reverse), direct)
-    return out.copy_(res) if out is not None and direct is None else res
+    return res if direct is not None else out.copy_(res)

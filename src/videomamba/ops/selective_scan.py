@@ -12,6 +12,8 @@ Which implementation runs is decided in ``backend.py`` only; all of them compute
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -136,6 +138,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     the mixer's inference path reuses buffers it no longer needs this way.
     """
     from .backend import get_scan_impl, resolve
+    from .library import is_tracing
 
     check_scan_args(u, delta, A, B, C, D, z, delta_bias)
     check_out(out, u, u, delta, A, B, C, D, z, delta_bias)
@@ -145,8 +148,14 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         last = u.new_zeros(u.shape[0], u.shape[1], A.shape[1], dtype=torch.float32)
         return (res, last) if return_last_state else res
     kw = dict(delta_softplus=delta_softplus, return_last_state=return_last_state)
-    if resolve(backend, u.device) == "cpu":
+    name = resolve(backend, u.device)
+    if name == "cpu":
         return impl(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, reverse=reverse, out=out, **kw)
+    if name == "cuda" and is_tracing():
+        # torch.compile / torch.export see mamba_ssm's kernel as one custom op (library.py).
+        from .library import selective_scan_op
+        impl = functools.partial(selective_scan_op, reverse=reverse)
+        reverse = False
     if reverse:
         u, delta, B, C, z = _flip(u), _flip(delta), _flip(B), _flip(C), _flip(z)
     res = impl(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, **kw)
