@@ -218,10 +218,10 @@ class TextTokenizer:
                 vocab[tok] = len(vocab)
         if not vocab:
             raise ValueError(f"{vocab_file}: empty vocabulary")
-        self.tok = BertTokenizerFast(vocab=vocab, do_lower_case=True)
-        missing = [t for t in SPECIAL_TOKENS if t not in self.tok.get_vocab()]
+        missing = [t for t in SPECIAL_TOKENS if t not in vocab]
         if missing:
             raise ValueError(f"{vocab_file}: vocabulary lacks the special token(s) {missing}")
+        self.tok = BertTokenizerFast(vocab=vocab, do_lower_case=True)
         self.max_length = int(max_length)
         self.last_truncated = 0
         self.pad_token_id = self.tok.pad_token_id
