@@ -9,7 +9,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = ("examples:\n"
                 "  videomamba train -c demo data.train=train.csv data.val=val.csv data.root=videos\n"
-                "  videomamba train -c k400_tiny.yaml --pretrained videomamba_t16_in1k_res224.pth\n"
+                "  videomamba train -c k400_tiny_f8 --pretrained videomamba_t16_in1k_res224.pth data.train=...\n"
+                "  videomamba train --list-configs                          # the release's recipes, one line each\n"
                 "  videomamba train -c run/config.yaml --resume            # continue run/ where it stopped\n"
                 "  videomamba train -c run/config.yaml --resume optim.epochs=60   # ... and train longer\n"
                 "  videomamba train -c demo ... --distill-teacher runs/teacher/model --distill-weight 1.0\n"
@@ -34,14 +35,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distill-weight", type=float, default=None, metavar="W",
                    help="weight of the token distillation loss, default 1.0 (distill.weight)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("--list-configs", action="store_true", help="list the packaged configs and exit")
+    p.add_argument("--list-configs", action="store_true",
+                   help="list the packaged configs (recipes) with a one-line description each, and exit")
+
+
+def config_description(path) -> str:
+    """The first comment line of a config file: its one-line description ('' if it has none)."""
+    from pathlib import Path
+
+    for line in Path(path).read_text().splitlines():
+        s = line.strip()
+        if s.startswith("#"):
+            return s.lstrip("#").strip()
+        if s:
+            break
+    return ""
+
+
+def format_config_list() -> str:
+    """``name  description`` for every packaged config, sorted by name."""
+    from ..engine.config import CONFIG_DIR, list_configs
+
+    names = list_configs()
+    width = max(len(n) for n in names)
+    return "\n".join(f"{n:<{width}}  {config_description(CONFIG_DIR / f'{n}.yaml')}".rstrip() for n in names)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..engine import NonFiniteLossError, TrainingInterrupted, dump_yaml, list_configs, load_config, train
 
     if args.list_configs:
-        print("\n".join(list_configs()))
+        print(format_config_list())
         return 0
     overrides = list(args.overrides)
     for key, value in (("train.out_dir", args.out), ("model.pretrained", args.pretrained),

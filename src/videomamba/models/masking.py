@@ -1,4 +1,4 @@
-"""Token masks for masked pretraining (UMT style, SPEC §2).
+"""Token masks for masked pretraining (UMT style, OpenGVLab).
 
 Glossary: B batch, t token frames (T / tubelet), h x w token grid per frame, S = h*w, N = t*S.
 

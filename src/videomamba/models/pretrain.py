@@ -1,4 +1,4 @@
-"""Masked pretraining by alignment to a frozen teacher (UMT style, OpenGVLab; SPEC §2).
+"""Masked pretraining by alignment to a frozen teacher (UMT style, OpenGVLab).
 
 Glossary: B batch, t x h x w token grid, S = h*w, N = t*S patch tokens, P visible patch tokens,
 Lv = P (+1 with a cls token) visible sequence length, D student width, C teacher width.
