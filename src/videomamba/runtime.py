@@ -1,24 +1,35 @@
-"""Process-wide settings for long jobs: glibc malloc's mmap threshold.
+"""Process-wide settings for long jobs: OpenMP's waiting policy and glibc malloc's mmap threshold.
 
-glibc serves an allocation from its heap unless it is at least the *mmap threshold*, which
-starts at 128 KiB and, each time an mmapped block is freed, rises to that block's size (up to
-32 MiB). After the first large frees, tensors of a few MB to 32 MB therefore live in the heap;
+**OpenMP waiting.** PyTorch's CPU kernels run their parallel regions on an OpenMP thread pool
+(GNU libgomp in the Linux wheels). Between regions its threads spin before they sleep, and at
+the end of a region every thread waits for the slowest. On a machine whose cores are all busy
+(two threads on two cores next to any other CPU-bound process) the thread the scheduler has put
+aside is the slowest, and the others burn the core it needs while they spin for it: a small
+model's training fell from ~100 to 7-17 clips/s that way. With ``OMP_WAIT_POLICY=PASSIVE`` a
+waiting thread sleeps at once and gives its core back. The policy is read once, when the OpenMP
+runtime loads (with ``import torch``), so :func:`prefer_passive_openmp` must run before that; the
+``videomamba`` command does it first thing (:func:`cli_process_defaults`, called on import of the
+package when the process is the ``videomamba`` command). A user's own ``OMP_WAIT_POLICY``,
+``GOMP_SPINCOUNT`` or ``KMP_BLOCKTIME`` is left alone. Whether two threads beat one at all is
+decided, and re-decided while training runs, by ``videomamba.engine.threads``.
+
+**malloc.** glibc serves an allocation from its heap unless it is at least the *mmap threshold*,
+which starts at 128 KiB and, each time an mmapped block is freed, rises to that block's size (up
+to 32 MiB). After the first large frees, tensors of a few MB to 32 MB therefore live in the heap;
 the heap only shrinks from its top, so when long-lived tensors (activations saved for backward,
-the residual stream) sit between short-lived ones, the freed memory stays charged to the
-process. A VideoMamba training step at 64 frames measured 2.6-3.8 GB peak RSS for 0.45 GB of
-live tensors (benchmarks/README.md). A fixed threshold of 1 MiB (the same as starting with
-``MALLOC_MMAP_THRESHOLD_=1048576``) gives every tensor of 1 MiB or more its own mapping, returned
-to the system on free: peak RSS then follows the live tensors. Not lower: each mapping costs a
-system call and page faults, and at 64 KiB a small model's training step (the demo's: D=64,
-batch 8, 129 tokens, tensors of about 0.5-1 MB) ran 2.4x slower; at 1 MiB within
-about 15 % of the default, which is within this machine's run-to-run noise
-(``python benchmarks/bench_malloc.py``).
+the residual stream) sit between short-lived ones, the freed memory stays charged to the process.
+A fixed threshold of 1 MiB (the same as starting with ``MALLOC_MMAP_THRESHOLD_=1048576``) gives
+every tensor of 1 MiB or more its own mapping, returned to the system on free: peak RSS then
+follows the live tensors, at a price in time (every large tensor is mapped and faulted in again).
+Not lower: each mapping costs a system call and page faults, which small models feel most.
+The figures, as a user runs it and tuned, are in the benchmark results
+(``python benchmarks/run.py``, rows marked "malloc tuned"; ``python benchmarks/bench_malloc.py``).
 
-:func:`tune_malloc` is called by every benchmark child, ours and the peers alike, and by the
-``videomamba`` commands that run models for long only when ``VIDEOMAMBA_MALLOC_TUNE=1``: it
-costs time (a VideoMamba-Ti 64-frame training step measured 9.1-9.7 s / 3.7 GB peak RSS with
-glibc's default and 16.5 s / 0.97 GB with the threshold, 2 threads). Opt out with ``VIDEOMAMBA_NO_MALLOC_TUNE=1``; a ``MALLOC_MMAP_THRESHOLD_`` (or
-``glibc.malloc.mmap_threshold`` tunable) already in the environment is left to glibc.
+:func:`tune_malloc` is applied by the ``videomamba`` commands that run models for long only when
+``VIDEOMAMBA_MALLOC_TUNE=1``; benchmark children apply it only where a configuration asks for it
+(the same variable), so that every other row is measured as a user runs it. Opt out with
+``VIDEOMAMBA_NO_MALLOC_TUNE=1``; a ``MALLOC_MMAP_THRESHOLD_`` (or ``glibc.malloc.mmap_threshold``
+tunable) already in the environment is left to glibc.
 """
 from __future__ import annotations
 
@@ -28,9 +39,13 @@ import sys
 
 MMAP_THRESHOLD = 1024 * 1024
 OPT_OUT_ENV = "VIDEOMAMBA_NO_MALLOC_TUNE"
+TUNE_ENV = "VIDEOMAMBA_MALLOC_TUNE"
 _M_MMAP_THRESHOLD = -3  # <malloc.h>
+# a user's own choice of how OpenMP threads wait (GNU, LLVM / Intel runtimes)
+OMP_WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
 _state: str | None = None
+_omp_state: str | None = None
 
 
 def _glibc():
@@ -71,6 +86,74 @@ def tune_malloc() -> str:
         else:
             _state = "default: mallopt failed"
     return _state
+
+
+def malloc_tune_requested(env=None) -> bool:
+    """Whether ``VIDEOMAMBA_MALLOC_TUNE`` asks the long jobs to :func:`tune_malloc`."""
+    return (os.environ if env is None else env).get(TUNE_ENV, "").strip() not in ("", "0")
+
+
+def malloc_state() -> str:
+    """What is in effect for malloc's mmap threshold, without changing anything."""
+    if _state is not None:
+        return _state
+    env = os.environ
+    if "MALLOC_MMAP_THRESHOLD_" in env:
+        return f"environment: MALLOC_MMAP_THRESHOLD_={env['MALLOC_MMAP_THRESHOLD_']}"
+    if "glibc.malloc.mmap_threshold" in env.get("GLIBC_TUNABLES", ""):
+        return f"environment: GLIBC_TUNABLES={env['GLIBC_TUNABLES']}"
+    return "default: glibc's own (not tuned)"
+
+
+def prefer_passive_openmp(env=None, modules=None) -> str:
+    """Set ``OMP_WAIT_POLICY=PASSIVE`` for this process if nothing decided it yet; returns what is in effect.
+
+    Only before the OpenMP runtime loads (``torch`` not imported yet): after that the variable would
+    be read by nobody, and the answer says so. ``env`` / ``modules``: ``os.environ`` / ``sys.modules``
+    (replaceable in tests)."""
+    global _omp_state
+    env = os.environ if env is None else env
+    modules = sys.modules if modules is None else modules
+    own = [k for k in OMP_WAIT_VARS if k in env]
+    if own:
+        state = "environment: " + ", ".join(f"{k}={env[k]}" for k in own)
+    elif "torch" in modules:
+        state = "default: spinning (torch was imported first; OpenMP has read its settings)"
+    else:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+        state = "OMP_WAIT_POLICY=PASSIVE"
+    if env is os.environ:
+        _omp_state = state
+    return state
+
+
+def openmp_state() -> str:
+    """What :func:`prefer_passive_openmp` found or set in this process (``not set`` if never called)."""
+    if _omp_state is not None:
+        return _omp_state
+    own = [k for k in OMP_WAIT_VARS if k in os.environ]
+    return ("environment: " + ", ".join(f"{k}={os.environ[k]}" for k in own)) if own else "not set"
+
+
+def is_cli_process(argv=None, orig_argv=None) -> bool:
+    """True when this interpreter runs the ``videomamba`` command (console script, ``python -m
+    videomamba``, ``torchrun ... -m videomamba``)."""
+    argv = sys.argv if argv is None else argv
+    orig = getattr(sys, "orig_argv", []) if orig_argv is None else orig_argv
+    if argv and os.path.basename(argv[0]) in ("videomamba", "videomamba.exe"):
+        return True
+    for i, a in enumerate(orig[:-1]):
+        if a == "-m":
+            return orig[i + 1] == "videomamba"
+    return False
+
+
+def cli_process_defaults() -> str | None:
+    """The settings the ``videomamba`` command applies before torch loads (passive OpenMP waiting).
+    Called on import of the package; does nothing in other processes (returns None)."""
+    if not is_cli_process():
+        return None
+    return prefer_passive_openmp()
 
 
 # --------------------------------------------------------------------------- device and autocast

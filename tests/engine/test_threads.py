@@ -3,7 +3,6 @@ import pytest
 import torch
 
 from videomamba.engine import ConfigError, train
-from videomamba.engine import threads as threads_mod
 from videomamba.engine.threads import ThreadTuner
 
 from .toy import TINY_MODEL, ToyVideos
@@ -28,34 +27,76 @@ def _drive(tuner, clock, cost, steps):
 
 
 @pytest.mark.parametrize("cost,choice", [({2: 0.05, 1: 0.08}, 2), ({2: 0.30, 1: 0.10}, 1)])
-def test_tuner_times_both_and_keeps_the_faster(monkeypatch, cost, choice):
+def test_tuner_times_both_and_keeps_the_faster(cost, choice):
     clock = FakeClock()
-    monkeypatch.setattr(threads_mod.time, "perf_counter", clock)
     calls = []
-    tuner = ThreadTuner(2, trial=4, every=20, set_threads=calls.append)
+    tuner = ThreadTuner(2, trial=4, every=20, set_threads=calls.append, clock=clock)
     msgs = _drive(tuner, clock, cost, 20)
-    # steps 0-3 with 2 threads, 4-7 with 1, then the choice until step 19
-    assert calls[:2] == [2, 1] and tuner.choice == choice
-    assert calls == ([2, 1, 2] if choice == 2 else [2, 1])
-    assert [i for i, m in enumerate(msgs) if m] == [7]
-    assert msgs[7] == (f"threads auto: {choice} ({1000 * cost[2]:.0f} ms/step with 2 threads, "
-                       f"{1000 * cost[1]:.0f} ms with 1)")
-    # the next trial starts at step 20 and can change the choice when the load changes
+    # steps 0-3 with 1 thread, then 2 threads from step 4; the first step of each is not timed
+    assert calls[:2] == [1, 2] and tuner.choice == choice
+    if choice == 2:       # 4 steps with 2 threads: the decision after step 7
+        assert calls == [1, 2] and [i for i, m in enumerate(msgs) if m] == [7]
+        assert msgs[7] == ("threads auto: 2 (50 ms/step with 2 threads, 80 ms with 1; start)")
+    else:                 # two timed steps at 300 ms > 2 x 100 ms: the 2-thread trial stops early, after step 6
+        assert calls == [1, 2, 1] and [i for i, m in enumerate(msgs) if m] == [6]
+        assert msgs[6] == ("threads auto: 1 (300 ms/step with 2 threads, 100 ms with 1; start)")
+    # the next scheduled trial can change the choice when the load has changed
     flipped = {2: cost[1], 1: cost[2]}
-    msgs = _drive(tuner, clock, flipped, 8)
-    assert msgs[7] is not None and tuner.choice == 3 - choice
+    msgs = _drive(tuner, clock, flipped, 60)
+    assert any(msgs) and tuner.choice == 3 - choice
 
 
-def test_tuner_ignores_the_first_step_after_a_switch(monkeypatch):
+def test_tuner_prefers_one_thread_when_two_barely_win():
     clock = FakeClock()
-    monkeypatch.setattr(threads_mod.time, "perf_counter", clock)
-    tuner = ThreadTuner(2, trial=3, every=10, set_threads=lambda n: None)
-    durations = iter([9.0, 0.2, 0.2, 9.0, 0.1, 0.1])   # steps 0 and 3 pay for the switch
+    tuner = ThreadTuner(2, trial=4, every=20, set_threads=lambda n: None, clock=clock)
+    _drive(tuner, clock, {2: 0.075, 1: 0.080}, 10)      # 2 threads 6 % faster: within the 10 % margin
+    assert tuner.choice == 1
+    tuner = ThreadTuner(2, trial=4, every=20, set_threads=lambda n: None, clock=clock)
+    _drive(tuner, clock, {2: 0.070, 1: 0.080}, 10)      # 12.5 % faster: worth the second thread
+    assert tuner.choice == 2
+
+
+def test_tuner_ignores_the_first_step_after_a_switch():
+    clock = FakeClock()
+    tuner = ThreadTuner(2, trial=3, every=10, set_threads=lambda n: None, clock=clock)
+    durations = iter([9.0, 0.1, 0.1, 9.0, 0.2, 0.2])   # steps 0 and 3 pay for the switch
     for _ in range(6):
         tuner.before_step()
         clock.t += next(durations)
         tuner.after_step()
-    assert tuner.choice == 1       # 0.1 s with 1 thread beats 0.2 s with 2; the 9 s outliers were not timed
+    assert tuner.trials == 1 and tuner.choice == 1   # 0.1 s with 1 thread beats 0.2 s; the 9 s outliers untimed
+
+
+def test_tuner_reacts_online_to_a_neighbour_and_returns_when_it_leaves():
+    """A CPU-bound neighbour arrives at step 200 (2 threads collapse from 50 to 500 ms/step, 1 thread
+    slows from 80 to 90 ms) and leaves at step 1200. The tuner notices the collapse from the step times
+    within a window, not at the next scheduled trial, and goes back to 2 threads after the neighbour left."""
+    clock = FakeClock()
+    tuner = ThreadTuner(2, trial=4, every=50, max_every=200, window=20, set_threads=lambda n: None, clock=clock)
+    quiet, busy = {2: 0.05, 1: 0.08}, {2: 0.50, 1: 0.09}
+    choices, spent = [], {"quiet": 0.0, "busy": 0.0}
+    for step in range(2000):
+        cost = busy if 200 <= step < 1200 else quiet
+        t0 = clock.t
+        tuner.before_step()
+        clock.t += cost[tuner._current]
+        tuner.after_step()
+        spent["busy" if 200 <= step < 1200 else "quiet"] += clock.t - t0
+        choices.append(tuner.choice)
+    assert choices[199] == 2
+    switched = choices.index(1, 200)
+    assert switched <= 200 + 10 + 4 + 3      # half a window of slow steps, a 1-thread trial, 3 steps of 2 threads
+    assert all(c == 1 for c in choices[switched:1200])
+    back = choices.index(2, 1200)
+    assert back <= 1200 + 200 + 8            # the next scheduled trial (at most max_every steps away)
+    # the cost of reacting: the busy phase took at most 25 % over 1 thread throughout (1000 x 90 ms)
+    assert spent["busy"] <= 1.25 * 1000 * 0.09
+    # and the scheduled trials cost the quiet phases at most 10 % over 2 threads throughout
+    assert spent["quiet"] <= 1.10 * 1000 * 0.05
+    # the switch came from the online watch, not from a scheduled trial: once half of the 20-step window
+    # was slow, its median (50 + 500) / 2 ms passed 1.5 x 50 ms
+    (why,) = [w for k, c, w in tuner.history if k == switched + 1]
+    assert why == "step time went from 50 to 275 ms"
 
 
 def test_tuner_validates():
@@ -63,6 +104,8 @@ def test_tuner_validates():
         ThreadTuner(1)
     with pytest.raises(ValueError, match="every >= 2 \\* trial"):
         ThreadTuner(2, trial=8, every=10)
+    with pytest.raises(ValueError, match="drift > 1"):
+        ThreadTuner(2, drift=1.0)
 
 
 def test_train_with_threads_auto(tmp_path):
@@ -73,7 +116,7 @@ def test_train_with_threads_auto(tmp_path):
           "train.progress": "log", "train.plots": False, "train.out_dir": str(tmp_path / "run")}
     try:
         torch.set_num_threads(2)
-        res = train(None, ov, train_dataset=ToyVideos(40), log=msgs.append)   # 20 steps: one trial of 8 + 8
+        res = train(None, ov, train_dataset=ToyVideos(40), log=msgs.append)   # 20 steps: one trial of 6 + 6
         assert torch.get_num_threads() == 2     # whatever the tuner chose last, the pool is given back
     finally:
         torch.set_num_threads(prev)
