@@ -4,6 +4,9 @@
 """
 __version__ = "0.1.0"
 
+from . import runtime as _runtime  # noqa: E402 -- no torch in it: the `videomamba` command makes
+_runtime.cli_process_defaults()     # OpenMP's threads wait passively, which must be decided before torch loads
+
 from .models import VideoMamba, VideoMambaConfig, create_model, get_config, list_models  # noqa: E402
 
 
