@@ -112,3 +112,30 @@ def test_run_eval_pools_windows_into_videos():
     assert out["windows"]["pred"].shape == (6, 2)
     m2, _ = run_eval(_Sign(), loader, ClassificationTask(2), torch.device("cpu"), pool=False)
     assert m2["n"] == 6
+
+
+def test_window_predictions_of_a_long_file(tmp_path):
+    """Per-window predictions of one file and their mean; each window equals evaluating that time range."""
+    from videomamba.data import VideoDataset
+    from videomamba.data.annotations import Sample
+    from videomamba.data.synthetic import write_mp4
+    from videomamba.engine.evaluate import window_predictions
+    import numpy as np
+
+    frames = np.zeros((24, 32, 32, 3), np.uint8)
+    for i in range(24):
+        frames[i, :, :, i % 3] = 10 * i                        # 3 s at 8 fps, brightness rises with time
+    write_mp4(tmp_path / "long.mp4", frames, fps=8)
+    torch.manual_seed(0)
+    from videomamba import create_model
+    model = create_model("videomamba_tiny", embed_dim=16, depth=1, patch_size=16, num_frames=4, img_size=32,
+                         num_classes=3).eval()
+    out = window_predictions(model, tmp_path / "long.mp4", 1.0, num_frames=4, img_size=32, clips=2, crops=1,
+                             view_batch=1)
+    assert [(w["start"], w["end"]) for w in out["windows"]] == [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0)]
+    for w in out["windows"]:
+        ds = VideoDataset([Sample(tmp_path / "long.mp4", 0, {"start": w["start"], "end": w["end"]})], train=False,
+                          num_frames=4, img_size=32, num_clips=2, num_crops=1, classes=["v"])
+        ref = ClassificationTask(3).predict(model, ds[0]["video"][None])[0]
+        torch.testing.assert_close(w["pred"], ref)
+    torch.testing.assert_close(out["pred"], torch.stack([w["pred"] for w in out["windows"]]).mean(0))

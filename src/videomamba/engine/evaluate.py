@@ -273,3 +273,61 @@ def format_eval(results: dict) -> str:
     for k, v in (results.get("files") or {}).items():
         lines.append(f"  {k}: {v}")
     return "\n".join(lines)
+
+
+@torch.no_grad()
+def window_predictions(model: torch.nn.Module, path, window: float, stride: float | None = None, *,
+                       scheme: str = "cover", num_frames: int | None = None, img_size: int | None = None,
+                       short_side: int | None = None, sampling: str | None = None, sample_stride: int | None = None,
+                       clips: int | None = None, crops: int | None = None, view_batch: int | None = None,
+                       kind: str | None = None, device="cpu", amp_dtype: torch.dtype | None = None,
+                       batch_size: int = 1) -> dict:
+    """One prediction per ``window``-second window of a long video file (every ``stride`` seconds,
+    default ``window``), and their average, as LVU is scored.
+
+    Preprocessing defaults to what the model was trained with (its config's ``extra["data"]``).
+    ``scheme``: ``"cover"`` (a last window ends at the video's end) or ``"release"`` (the release's
+    rule, :func:`videomamba.data.annotations.release_window_bounds`). Views go through the model
+    ``view_batch`` at a time. Returns ``{"windows": [{"start", "end", "pred"}], "pred": pooled,
+    "duration"}`` with ``pred`` the class probabilities (K,) or the regression output (1,).
+    """
+    from pathlib import Path
+
+    from ..data import VideoDataset
+    from ..data.annotations import Sample, release_window_bounds
+    from ..data.sampling import window_bounds
+    from ..data.video import probe_video
+
+    if not window or window <= 0:
+        raise ValueError(f"window must be a positive number of seconds, got {window!r}")
+    stride = stride or window
+    mcfg = getattr(model, "cfg", None)
+    extra = dict(getattr(mcfg, "extra", {}) or {})
+    trained = dict(extra.get("data") or {})
+    kind = kind or extra.get("task", "classification")
+    info = probe_video(path)
+    duration = info.duration if info.duration and info.duration > 0 else info.num_frames / (info.fps or 1.0)
+    bounds = (release_window_bounds if scheme == "release" else window_bounds)(duration, window, stride)
+    samples = [Sample(Path(path), 0, {"start": s, "end": e, "duration": duration, "video": 0}) for s, e in bounds]
+    ds = VideoDataset(samples, train=False, classes=["video"],
+                      num_frames=num_frames or trained.get("num_frames") or getattr(mcfg, "num_frames", 8),
+                      img_size=img_size or trained.get("img_size") or getattr(mcfg, "img_size", 224),
+                      short_side=short_side if short_side is not None else trained.get("short_side"),
+                      sampling=sampling or trained.get("sampling", "segment"),
+                      sample_stride=sample_stride or trained.get("sample_stride", 4),
+                      num_clips=clips or trained.get("test_clips", 1), num_crops=crops or trained.get("test_crops", 1))
+    num_classes = 1 if kind == "regression" else getattr(model, "num_classes", None)
+    task = build_task(kind, num_classes)
+    dev = torch.device(device)
+    was_training = model.training
+    model.eval()
+    ctx = torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+    preds = []
+    for i in range(0, len(ds), batch_size):
+        video = torch.stack([ds[j]["video"] for j in range(i, min(i + batch_size, len(ds)))]).to(dev)
+        with ctx:
+            preds.append(task.predict(model, video, view_batch=view_batch).float().cpu())
+    model.train(was_training)
+    pred = torch.cat(preds)
+    return {"windows": [{"start": s, "end": e, "pred": p} for (s, e), p in zip(bounds, pred)],
+            "pred": pred.mean(0), "duration": duration}
