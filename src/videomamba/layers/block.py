@@ -99,6 +99,8 @@ class Block(nn.Module):
         # scans: about 24*D floats per token) during backward, as mamba_ssm's fused path
         # recomputes its cheap intermediates. Keeping the norm inside the recomputed part
         # matters: its output and x * rsqrt(mean x^2) would be 2*D more floats per token.
+        if not torch.is_grad_enabled():  # (before reading the token count: a symbolic batch under export)
+            return self._norm_mix(residual, orders)
         if recompute is None:
             recompute = self.mixer_recompute == "always" or (
                 self.mixer_recompute == "auto"

@@ -35,7 +35,8 @@ def _wmm(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     ``torch.matmul`` computes x^T W^T and then copies the transpose; mm / bmm with the weight on
     the left produce the layout directly (x may be a transposed view: BLAS reads it as is).
     """
-    if x.shape[0] == 1:
+    # (an exported graph takes the bmm for every batch: its batch size may be symbolic)
+    if not torch.compiler.is_exporting() and x.shape[0] == 1:
         return torch.mm(weight, x[0]).unsqueeze(0)
     return torch.bmm(weight.expand(x.shape[0], -1, -1), x)
 

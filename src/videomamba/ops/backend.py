@@ -1,7 +1,7 @@
 """The one place that decides which kernel runs.
 
-Backends (``backend=`` argument, else the ``VIDEOMAMBA_SCAN_BACKEND`` environment variable, else
-``auto``):
+Backends (``backend=`` argument, else the innermost ``with use_backend(name):``, else the
+``VIDEOMAMBA_SCAN_BACKEND`` environment variable, else ``auto``):
 
 - ``auto``: mamba_ssm's CUDA kernels for CUDA tensors when they import; the compiled CPU kernel
   for CPU tensors when it builds; otherwise the pure-torch chunked scan, with one warning.
@@ -16,6 +16,8 @@ still runs its kernel).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import warnings
 
@@ -39,11 +41,31 @@ def _reset() -> None:
     _import_cache.clear()
 
 
+_scoped: contextvars.ContextVar[str | None] = contextvars.ContextVar("videomamba_scan_backend",
+                                                                    default=None)
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Within the block, scans and convs that get no ``backend`` argument use ``name`` (it wins
+    over the environment variable). Tracing for ONNX runs under ``use_backend("torch")``, so that
+    the graph holds plain torch ops instead of the compiled kernels."""
+    name = requested_backend(name)
+    token = _scoped.set(name)
+    try:
+        yield name
+    finally:
+        _scoped.reset(token)
+
+
 def requested_backend(backend: str | None = None) -> str:
-    """The backend asked for: the argument, else the environment variable, else ``auto``."""
-    name = (backend or os.environ.get(ENV_VAR) or "auto").strip().lower()
+    """The backend asked for: the argument, else :func:`use_backend`'s, else the environment
+    variable, else ``auto``."""
+    scoped = _scoped.get()
+    name = (backend or scoped or os.environ.get(ENV_VAR) or "auto").strip().lower()
     if name not in BACKENDS:
-        src = "backend argument" if backend else f"environment variable {ENV_VAR}"
+        src = ("backend argument" if backend else "use_backend" if scoped
+               else f"environment variable {ENV_VAR}")
         raise ValueError(f"unknown scan backend {name!r} (from the {src}); expected one of "
                          f"{', '.join(BACKENDS)}")
     return name

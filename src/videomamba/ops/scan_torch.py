@@ -122,7 +122,12 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
         Bf = F.pad(B4.float(), (0, pad))
         Cf = F.pad(C4.float(), (0, pad))
         A3 = A.float().view(G, Eg, N)
-        seg = max(T, segment_elems // max(1, Bz * E * N) // T * T)
+        if torch.compiler.is_exporting():
+            # One segment: an exported graph (ONNX) must not unroll a loop whose length depends on
+            # the batch size, which may be symbolic there.
+            seg = L + pad
+        else:
+            seg = max(T, segment_elems // max(1, Bz * E * N) // T * T)
         h = uf.new_zeros(Bz, G, Eg, N)
         ys = []
         for s0 in range(0, L + pad, seg):
