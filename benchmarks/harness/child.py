@@ -11,9 +11,11 @@ so a parent that has to kill it still finds the runs that finished). Kinds of sp
   time (and, for training, by memory) go into the record. Optional ``saved``: bytes that autograd
   keeps for backward, per module type (training only).
 - ``micro``: the machine's own ceilings for the roofline: fp32 / bf16 matmul throughput and
-  ``torch.exp`` throughput.
+  the copy bandwidth per working set.
 
-Every child imports the same modules (torch, videomamba and, when installed, transformers)
+A child runs as a user's ``videomamba`` process does (``as_user`` in the record): OpenMP waits
+passively unless the environment says otherwise, and glibc's malloc keeps its own settings unless
+the configuration's environment has ``VIDEOMAMBA_MALLOC_TUNE=1`` (then ``as_user`` is false). Every child imports the same modules (torch, videomamba and, when installed, transformers)
 before anything is measured, so that the peak RSS of ours and of the peers share one baseline.
 """
 from __future__ import annotations
@@ -293,41 +295,21 @@ def profile_step(step, train: bool, top: int) -> dict:
 
 
 def run_micro(spec: dict, rec: dict, w: _Writer) -> None:
-    """Throughput ceilings: matmul (fp32, bf16) in FLOP/s (2 per multiply-add) and exp/s."""
+    """The machine's ceilings for the rooflines (:func:`harness.roofline.measure_peaks`): fp32 / bf16
+    matmul throughput (FLOP/s, 2 per multiply-add) and copy bandwidth per working set."""
     import torch
 
-    device = torch.device(spec.get("device", "cpu"))
-    reps = int(spec.get("repeats", 5))
+    from .roofline import measure_peaks
 
-    def best_rate(fn, work: float) -> float:
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        ts = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            ts.append(time.perf_counter() - t0)
-        return work / min(ts)       # a ceiling: the best run (noise only ever slows a run down)
+    sizes = spec.get("matmul_sizes", [1024, 2048] if spec.get("device", "cpu") == "cpu" else [4096, 8192])
+    kw = {"copy_sizes_mb": spec["copy_sizes_mb"]} if spec.get("copy_sizes_mb") else {}
 
-    sizes = spec.get("matmul_sizes", [1024, 2048] if device.type == "cpu" else [4096, 8192])
-    for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        rates = {}
-        for n in sizes:
-            a = torch.randn(n, n, device=device, dtype=dt)
-            b = torch.randn(n, n, device=device, dtype=dt)
-            c = torch.empty(n, n, device=device, dtype=dt)
-            rates[n] = best_rate(lambda: torch.mm(a, b, out=c), 2.0 * n ** 3)
-        rec[f"matmul_{name}_flops"] = max(rates.values())
-        rec[f"matmul_{name}_by_size"] = {str(k): v for k, v in rates.items()}
+    def flush(part):
+        rec.update(part)
         w.flush()
-    n_exp = int(spec.get("exp_elems", 3137 * 384 * 16))
-    a = torch.randn(n_exp, device=device).mul_(0.1).neg_()
-    out = torch.empty_like(a)
-    rec["exp_fp32_per_s"] = best_rate(lambda: torch.exp(a, out=out), float(n_exp))
-    rec["exp_elems"] = n_exp
+
+    rec.update(measure_peaks(torch, spec.get("device", "cpu"), reps=int(spec.get("repeats", 5)),
+                             matmul_sizes=sizes, flush=flush, **kw))
     rec["status"] = "ok"
 
 
@@ -337,9 +319,13 @@ def main(argv: list[str] | None = None) -> int:
     out_path = argv[1]
     rec: dict = {"status": "starting", "warmup_s": [], "times_s": [], "cpu_s": []}
     w = _Writer(out_path, rec)
-    # the allocator setting of every `videomamba` long job, for ours and the peers alike
-    from videomamba.runtime import tune_malloc
-    rec["malloc"] = tune_malloc()
+    # As a user's `videomamba` process runs, ours and the peers alike: the command's process defaults
+    # (before torch loads), and the malloc tune only where the configuration's environment asks for it.
+    from .analysis import TUNING_VARS
+    rec["as_user"] = not any(k in os.environ for k in TUNING_VARS)
+    rt = _early_runtime()
+    rec["openmp"] = rt.prefer_passive_openmp()
+    rec["malloc"] = rt.tune_malloc() if rt.malloc_tune_requested() else rt.malloc_state()
     # the same imports for every configuration: equal RSS baselines for ours and the peers
     import torch
     import videomamba  # noqa: F401
@@ -369,6 +355,20 @@ def main(argv: list[str] | None = None) -> int:
     rec["peak_rss_mb"] = _rss_mb("VmHWM")
     w.flush()
     return 0
+
+
+def _early_runtime():
+    """``videomamba/runtime.py`` loaded on its own: importing it through the package would load torch
+    (and with it the OpenMP runtime) before the process defaults are set."""
+    import importlib.util
+    from pathlib import Path
+
+    pkg = importlib.util.find_spec("videomamba")
+    path = Path(list(pkg.submodule_search_locations)[0]) / "runtime.py"
+    spec = importlib.util.spec_from_file_location("_videomamba_runtime_early", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def _scan_backend_name(spec: dict) -> str | None:

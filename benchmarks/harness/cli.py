@@ -39,7 +39,8 @@ def add_arguments(p):
     p.add_argument("--only", default=None, help="glob over configuration ids, e.g. 'infer/videomamba_tiny/*'")
     p.add_argument("--resume", action="store_true", help="keep configurations already in results.json")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                   help="environment variable for every child, e.g. MALLOC_MMAP_THRESHOLD_=65536 (repeatable)")
+                   help="environment variable for every child, e.g. VIDEOMAMBA_MALLOC_TUNE=1 (repeatable); a "
+                        "tuning variable makes every record 'tuned', not 'as a user runs it'")
     p.add_argument("--no-gpu", action="store_true", help="skip the CUDA section even when CUDA is present")
     p.add_argument("--no-scan", action="store_true", help="do not run benchmarks/bench_scan.py")
     p.add_argument("--no-micro", action="store_true", help="skip the matmul / exp ceilings")
@@ -52,13 +53,15 @@ def add_arguments(p):
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"))
     p.add_argument("--mode", default="infer", choices=("infer", "train"))
-    p.add_argument("--grad-ckpt", action="store_true", help="one: gradient checkpointing (VideoMamba)")
+    p.add_argument("--grad-ckpt", action="store_true",
+                   help="one: gradient checkpointing (ours per block; peers: gradient_checkpointing_enable())")
     p.add_argument("--device", default="cpu")
     p.add_argument("--profile", action="store_true", help="one: torch.profiler top operators after timing")
     p.add_argument("--saved", action="store_true", help="one: MB saved for backward per module type (train)")
     p.add_argument("--memtrace", action="store_true",
                    help="one: peak of live tensor bytes in one step, and the tensors alive at that peak")
-    p.add_argument("--scan-backend", default=None, help="one: VIDEOMAMBA_SCAN_BACKEND for the child")
+    p.add_argument("--scan-backend", default=None, choices=("ref", "torch", "cpu", "cuda", "auto"),
+                   help="one: VIDEOMAMBA_SCAN_BACKEND for the child (ref = the release-equivalent path)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="one: a VideoMambaConfig override, e.g. --set mixer_recompute=never (repeatable)")
     p.add_argument("--json", action="store_true", help="one / list: print JSON")
@@ -101,8 +104,9 @@ def run(args) -> int:
         spec = {"kind": "model", "model": args.model, "attn": args.attn, "frames": args.frames,
                 "img": args.img_size, "batch": args.batch, "dtype": args.dtype, "mode": args.mode,
                 "grad_ckpt": args.grad_ckpt, "device": args.device, "repeats": args.repeats or 3,
-                "warmup": args.warmup, "profile": args.profile, "saved": args.saved, "memtrace": args.memtrace,
-                "scan_backend": args.scan_backend}
+                "warmup": args.warmup, "profile": args.profile, "saved": args.saved, "memtrace": args.memtrace}
+        if args.scan_backend:      # part of the configuration (its id and label), as in the grids
+            spec["env"] = {"VIDEOMAMBA_SCAN_BACKEND": args.scan_backend}
         if args.threads:
             spec["threads"] = args.threads
         if args.set:

@@ -12,6 +12,8 @@ random weights (offline, no hub):
 - ``videomae_s``: VideoMAE-S (hidden 384, 12 layers, 6 heads, MLP 1536, tubelet 2).
 - ``timesformer_b``: TimeSformer-B (hidden 768, 12 layers, divided space-time attention).
   transformers has no sdpa path for it: eager only.
+``grad_ckpt`` is gradient checkpointing for every model: our per-block checkpointing, and
+transformers' ``gradient_checkpointing_enable()`` for the peers.
 ``toy_*`` models are tiny and exist for the harness's own tests.
 """
 from __future__ import annotations
@@ -70,8 +72,15 @@ def spec_label(spec: dict) -> str:
     for k, v in sorted((spec.get("overrides") or {}).items()):
         s += f" {k}={v}"
     for k, v in sorted((spec.get("env") or {}).items()):
-        s += f" [{k}={v}]"
+        s += f" [{ENV_LABELS.get((k, str(v)), f'{k}={v}')}]"
     return s
+
+
+# how a per-configuration environment reads on the page
+ENV_LABELS = {
+    ("VIDEOMAMBA_SCAN_BACKEND", "ref"): "release-equivalent: sequential reference scan",
+    ("VIDEOMAMBA_MALLOC_TUNE", "1"): "malloc tuned: mmap threshold 1 MiB",
+}
 
 
 def spec_id(spec: dict) -> str:
@@ -118,9 +127,27 @@ def build_model(spec: dict):
         cfg = transformers.TimesformerConfig(num_frames=spec["frames"], image_size=spec.get("img", 224),
                                              num_labels=NUM_CLASSES, **kw)
         cls = transformers.TimesformerForVideoClassification
-    if spec.get("grad_ckpt") or spec.get("overrides"):
-        raise ValueError("gradient checkpointing and config overrides apply to VideoMamba only")
-    return cls._from_config(cfg, attn_implementation=attn)
+    if spec.get("overrides"):
+        raise ValueError("config overrides apply to VideoMamba only")
+    model = cls._from_config(cfg, attn_implementation=attn)
+    if spec.get("grad_ckpt"):
+        # what a user of transformers switches on: every layer's forward runs again in backward
+        # (``gradient_checkpointing_enable``, renamed ``activation_checkpointing_enable`` in transformers 5)
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable()
+    return model
+
+
+def checkpointing_on(model) -> bool:
+    """Whether a transformers model recomputes its layers in backward."""
+    flag = getattr(type(model), "is_activation_checkpointing", None)
+    return bool(model.is_activation_checkpointing if flag is not None else model.is_gradient_checkpointing)
+
+
+def input_elems(spec: dict) -> int:
+    """Elements of one batch's input clip."""
+    S = spec.get("img", 224)
+    return spec["batch"] * 3 * spec["frames"] * S * S
 
 
 def make_input(spec: dict, device=None):
@@ -153,7 +180,8 @@ def gflops(spec: dict) -> dict:
         scan = c.breakdown["scan"]
         return {"params": c.params, "tokens": c.tokens, "gmacs_full": B * c.full / 1e9,
                 "gmacs_papers": B * c.papers / 1e9, "gmacs_linear": B * (c.full - scan) / 1e9,
-                "gmacs_scan": B * scan / 1e9}
+                "gmacs_scan": B * scan / 1e9, "scan_elems": B * scan / 9.0,   # the full count: 9 per element
+                "input_elems": input_elems(spec)}
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
