@@ -139,3 +139,25 @@ def test_window_predictions_of_a_long_file(tmp_path):
         ref = ClassificationTask(3).predict(model, ds[0]["video"][None])[0]
         torch.testing.assert_close(w["pred"], ref)
     torch.testing.assert_close(out["pred"], torch.stack([w["pred"] for w in out["windows"]]).mean(0))
+
+
+def test_lvu_run_scores_one_prediction_per_video(tmp_path):
+    """An LVU file cut into windows: training uses windows, the final test and eval pool them per video."""
+    from videomamba.data.synthetic import make_synthetic
+    from videomamba.engine.evaluate import evaluate
+
+    make_synthetic(tmp_path / "d", per_class=4, frames=16, size=32, classes=["move_left", "move_right"])
+    videos = sorted((tmp_path / "d").rglob("*.mp4"))
+    lvu = tmp_path / "lvu.csv"
+    lvu.write_text("".join(f"{p},{i % 2},2.0\n" for i, p in enumerate(videos)))     # 2 s videos
+    res = train("lvu_director", {**TINY_MODEL, "model.num_classes": 2, "data.train": str(lvu), "data.val": str(lvu),
+                                 "data.window": 1.0, "data.window_stride": 0.5, "data.num_frames": 4,
+                                 "data.img_size": 32, "data.short_side": None, "data.batch_size": 4,
+                                 "data.num_workers": 0, "data.test_clips": 1, "data.test_crops": 1,
+                                 "optim.epochs": 1, "train.max_steps": 1, "train.amp": "none", "train.plots": False,
+                                 "train.progress": "none", "train.out_dir": str(tmp_path / "run")})
+    test = json.loads((tmp_path / "run/test_metrics.json").read_text())
+    # 'release' windows of 1 s every 0.5 s over 2 s: starts 0, 0.5, 1.0 (1.5 -> 0.5 s = half a window: kept)
+    assert test["n"] == len(videos) and test["windows"] == 4 * len(videos)
+    out = evaluate(res.export_dir, lvu, num_workers=0, progress=False, log=None, view_batch=1)
+    assert out["n"] == len(videos) and out["windows"] == 4 * len(videos)

@@ -193,7 +193,7 @@ def evaluate(checkpoint: "str | Path | None" = None, annotations: "str | Path | 
             sampling=sampling or trained.get("sampling", "segment"),
             sample_stride=sample_stride or trained.get("sample_stride", 4),
             num_clips=clips or trained.get("test_clips", 1), num_crops=crops or trained.get("test_crops", 1),
-            skip_bad=skip_bad, classes=class_names)
+            skip_bad=skip_bad, classes=class_names, annotation_kwargs=_lvu_windows(annotations, fmt, trained))
     if class_names is None:
         class_names = list(getattr(dataset, "classes", None) or []) or None
     num_classes = 1 if kind == "regression" else getattr(model, "num_classes", None) or len(class_names)
@@ -225,6 +225,25 @@ def evaluate(checkpoint: "str | Path | None" = None, annotations: "str | Path | 
     if info.is_main:
         say(format_eval(results))
     return results
+
+
+def _lvu_windows(annotations, fmt: str, trained: dict) -> dict | None:
+    """The LVU windows the model was trained with (its config's ``extra["data"]``) for an LVU file."""
+    from pathlib import Path
+
+    from ..data.annotations import detect_format
+
+    if "window" not in trained:
+        return None
+    if fmt == "auto":
+        try:
+            fmt = detect_format(Path(annotations)) if Path(annotations).is_file() else fmt
+        except ValueError:
+            return None
+    if fmt != "lvu":
+        return None
+    return {"window": trained["window"], "stride": trained.get("window_stride", 16.0),
+            "scheme": trained.get("window_scheme", "cover")}
 
 
 def write_eval_outputs(results: dict, out_dir: str | Path) -> dict:

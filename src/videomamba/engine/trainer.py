@@ -233,7 +233,9 @@ class _Trainer:
         extra.update({"task": cfg.task.type, "classes": self.classes,
                       "data": {"num_frames": d.num_frames, "img_size": d.img_size, "short_side": d.short_side,
                                "sampling": d.sampling, "sample_stride": d.sample_stride,
-                               "test_clips": d.test_clips, "test_crops": d.test_crops}})
+                               "test_clips": d.test_clips, "test_crops": d.test_crops,
+                               "window": d.window, "window_stride": d.window_stride,
+                               "window_scheme": d.window_scheme}})
         model = create_model(cfg.model.name, pretrained=cfg.model.pretrained, extra=extra, **params)
         if cfg.model.pretrained:
             rep = getattr(model, "load_report", None)
