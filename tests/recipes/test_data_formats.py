@@ -83,3 +83,18 @@ def test_pretrain_augment_preset():
     from videomamba.engine.config import ConfigError
     with pytest.raises(ConfigError, match="augment.preset"):
         load_config(None, ["augment.preset=heavy"])
+
+
+def test_hmdb51_split_folder_gives_train_and_test_subsets(tmp_path):
+    """kaist_hmdb51_f16 points data.train and data.val at one split folder: training reads the
+    videos marked 1, evaluation those marked 2."""
+    from videomamba.engine.config import load_config
+    from videomamba.engine.data import _annotation_kwargs
+
+    (tmp_path / "brush_hair_test_split1.txt").write_text("a.avi 1\nb.avi 2\nc.avi 0\n")
+    (tmp_path / "cartwheel_test_split1.txt").write_text("d.avi 2\ne.avi 1\n")
+    cfg = load_config("kaist_hmdb51_f16")
+    tr = read_annotations(tmp_path, fmt="hmdb51", **_annotation_kwargs(cfg, str(tmp_path), train=True))
+    te = read_annotations(tmp_path, fmt="hmdb51", **_annotation_kwargs(cfg, str(tmp_path), train=False))
+    assert sorted(s.path.name for s in tr.samples) == ["a.avi", "e.avi"]
+    assert sorted(s.path.name for s in te.samples) == ["b.avi", "d.avi"]

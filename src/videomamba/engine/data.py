@@ -125,19 +125,22 @@ def is_image_config(cfg) -> bool:
         return False
 
 
-def _annotation_kwargs(cfg, annotations: str) -> dict | None:
-    """LVU window settings for an LVU annotation file (other formats take none)."""
+def _annotation_kwargs(cfg, annotations: str, train: bool = True) -> dict | None:
+    """LVU window settings for an LVU annotation file; for HMDB51's split folder, the subset (train
+    for training, test for evaluation); other formats take none."""
     from pathlib import Path
 
     from ..data.annotations import detect_format
 
     d = cfg.data
     fmt = d.format
-    if fmt == "auto" and Path(annotations).is_file():
+    if fmt == "auto" and Path(annotations).exists():
         try:
             fmt = detect_format(Path(annotations))
         except ValueError:
             return None
+    if fmt == "hmdb51":
+        return {"subset": "train" if train else "test"}
     if fmt != "lvu":
         return None
     return {"window": d.window, "stride": d.window_stride, "scheme": d.window_scheme}
@@ -160,7 +163,8 @@ def build_dataset(cfg, annotations: str, train: bool, classes=None, views: tuple
                                 random_erasing=a.random_erasing, flip=a.flip, random_crop=a.random_crop,
                                 symmetries=tuple(a.symmetries), crop=a.crop)
     return VideoDataset(annotations, augment=augment, classes=classes,
-                        annotation_kwargs=_annotation_kwargs(cfg, annotations), **dataset_kwargs(cfg, train, views))
+                        annotation_kwargs=_annotation_kwargs(cfg, annotations, train),
+                        **dataset_kwargs(cfg, train, views))
 
 
 def build_mixup(cfg, num_classes: int):
