@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-MASK_TYPES = ("random", "tube", "frame_row", "clip_row", "attention")
+MASK_TYPES = ("random", "tube", "frame_row", "clip_row", "random_row", "attention")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,9 +21,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                 "                per frame: CLIP vision towers (projected tokens) or ViT-like models; the\n"
                 "                frames are resized so that its patch grid equals the student's, and a\n"
                 "                tubelet's frames are averaged. 'attention' masks need such a teacher.\n"
+                "  a CLIP visual encoder state dict in OpenAI's layout (the release's extracted vit_b16.pth),\n"
+                "                per frame as above; the release's target options are pretrain.teacher_final_norm\n"
+                "                and pretrain.teacher_input (see the k400_middle_mask_pretrain recipe)\n"
                 "examples:\n"
                 "  videomamba pretrain -c demo data.train=train.csv data.root=videos --teacher runs/teacher/model\n"
                 "  videomamba pretrain -c my.yaml --teacher /models/clip-vit-b16 --mask-type attention\n"
+                "  videomamba pretrain -c k400_middle_mask_pretrain data.train=list.txt --teacher vit_b16.pth\n"
                 "  videomamba train -c demo data.train=... data.val=... --pretrained runs/pretrain/model\n"
                 "recipe: AdamW betas (0.9, 0.95), lr 1.5e-4 x batch / 256, weight decay 0.05,\n"
                 "drop path 0.4: e.g. optim.betas=[0.9,0.95] optim.base_lr=1.5e-4 model.drop_path_rate=0.4")
