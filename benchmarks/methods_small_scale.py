@@ -21,11 +21,9 @@ Every step is a ``videomamba`` CLI call (run in-process, recorded verbatim in th
    (``analyze delta``) of the teacher on a validation video.
 
 Writes ``benchmarks/results/methods_small_scale.json`` and ``.md`` (numbers, commands, wall
-times) and copies the Delta picture next to them. Finished runs are reused (``--fresh`` redoes
-them). Numbers are single runs on an 80-video validation set: one video is 1.25 points.
-Why 32 px and 30 epochs rather than the demo's 64 px / 20: at 64 px the demo model stayed at
-chance (13.75 % top-1 after 20 epochs, measured); 32 px (2x2 patches per frame) is 4x cheaper per
-clip, so it affords more steps on a shared 2-core machine.
+times, the CPU; paths repo-relative) and copies the Delta picture next to them. Finished runs are
+reused (``--fresh`` redoes them). Numbers are single runs on an 80-video validation set: one video
+is 1.25 points. 32 px (2x2 patches per frame) is 4x cheaper per clip than the demo's 64 px.
 """
 from __future__ import annotations
 
@@ -37,8 +35,24 @@ import time
 from pathlib import Path
 
 from videomamba.cli import main as vm_main
+from videomamba.fileio import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REPO = RESULTS.parents[1]
+
+
+def rel(p: Path) -> str:
+    """A path as committed result files hold it: repo-relative when inside the repository."""
+    p = Path(p).resolve()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    import platform
+    return platform.processor() or platform.machine()
 
 
 def run(argv: list[str], log: list) -> float:
@@ -89,7 +103,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fresh", action="store_true", help="redo runs that already finished")
     ap.add_argument("--demo64", action="store_true",
-                    help="also train the demo exactly as configured (64 px, batch 16, 20 epochs; ~20 min) and "
+                    help="also train the demo config as it stands (64 px) on this script's small synthetic set and "
                          "report its accuracy, reorder table and a Delta picture")
     args = ap.parse_args()
 
@@ -144,14 +158,14 @@ def main() -> int:
             run(["make-synthetic", str(d64), "--seed", str(args.seed)], log)
         argv = ["train", "-c", "demo", f"data.train={d64 / 'train.csv'}", f"data.val={d64 / 'val.csv'}",
                 f"data.root={d64}", f"data.classes={d64 / 'classes.txt'}", f"train.seed={args.seed}",
-                "train.progress=log", "optim.epochs=20", "-o", str(out / "demo64")]
+                "train.progress=log", "-o", str(out / "demo64")]
         run_unless_done(argv, out / "demo64" / "summary.json", log)
         reorder["demo64"] = reorder_top1(d64, out / "demo64" / "model", out / "reorder" / "demo64", log)
         v64 = d64 / next(v for v in (d64 / "val.csv").read_text().splitlines() if "move_left" in v).split(",")[0]
         run(["analyze", "delta", str(v64), "-k", str(out / "demo64" / "model"), "-o", str(out / "delta64")], log)
         shutil.copyfile(out / "delta64" / f"{v64.stem}_grid.png", RESULTS / "methods_small_scale_delta_64px.png")
         shutil.copyfile(out / "delta64" / f"{v64.stem}.gif", RESULTS / "methods_small_scale_delta_64px.gif")
-        demo64 = {**summary(out / "demo64"), "delta_picture": str(RESULTS / "methods_small_scale_delta_64px.png")}
+        demo64 = {**summary(out / "demo64"), "delta_picture": rel(RESULTS / "methods_small_scale_delta_64px.png")}
     pic = RESULTS / "methods_small_scale_delta.png"
     shutil.copyfile(out / "delta" / f"{video.stem}_grid.png", pic)
     shutil.copyfile(out / "delta" / f"{video.stem}.gif", RESULTS / "methods_small_scale_delta.gif")
@@ -165,10 +179,10 @@ def main() -> int:
         "teacher": summary(teacher) if teacher != a else "a_scratch", "a_scratch": summary(a), "b_distill": summary(b),
         "c_pretrain": {k: v for k, v in summary(pre).items() if k in ("steps", "wall_s")},
         "c_finetune": summary(c), "demo64_defaults": demo64, "reorder_top1": reorder,
-        "delta_picture": str(pic), "delta_video": str(video),
+        "delta_picture": rel(pic), "delta_video": rel(video), "cpu": cpu_name(),
         "commands": log, "wall_s_this_invocation": round(time.time() - t_all, 1),
     }
-    (RESULTS / "methods_small_scale.json").write_text(json.dumps(results, indent=2) + "\n")
+    atomic_write_text(RESULTS / "methods_small_scale.json", json.dumps(results, indent=2) + "\n")
     md = ["| run | val top-1 (final) | best top-1 (epoch) | val top-5 | train wall |", "|---|---|---|---|---|"]
     for k, label in (*((("teacher", "teacher (demo model, D=64)"),) if teacher != a else ()), ("a_scratch", f"(a) student D={args.student_dim}, scratch"),
                      ("b_distill", "(b) + self-distillation"), ("c_finetune", "(c) masked-pretrained, fine-tuned")):
@@ -176,15 +190,15 @@ def main() -> int:
         md.append(f"| {label} | {r['val_top1']:.2f} | {r['best_top1']:.2f} ({r['best_epoch']}) | {r['val_top5']:.2f} | "
                   f"{r['wall_s']:.0f} s |")
     if demo64:
-        md.append(f"| demo as configured (64 px, batch 16, 20 epochs) | {demo64['val_top1']:.2f} | "
+        md.append(f"| demo config (64 px) | {demo64['val_top1']:.2f} | "
                   f"{demo64['best_top1']:.2f} ({demo64['best_epoch']}) | {demo64['val_top5']:.2f} | {demo64['wall_s']:.0f} s |")
     md += ["", "| model | original | block-wise | pairwise | interleaved |", "|---|---|---|---|---|"]
     for k, r in reorder.items():
         md.append(f"| {k} | " + " | ".join(f"{r[n]:.2f}" for n in ("original", "block-wise", "pairwise", "interleaved")) + " |")
-    md += ["", f"pretraining wall time: {results['c_pretrain']['wall_s']:.0f} s", "", "commands:"]
+    md += ["", f"pretraining wall time: {results['c_pretrain']['wall_s']:.0f} s ({results['cpu']})", "", "commands:"]
     md += [f"    {c['command']}" + ("   # result reused from an earlier invocation" if c.get("reused") else "")
            for c in log]
-    (RESULTS / "methods_small_scale.md").write_text("\n".join(md) + "\n")
+    atomic_write_text(RESULTS / "methods_small_scale.md", "\n".join(md) + "\n")
     print("\n".join(md))
     return 0
 

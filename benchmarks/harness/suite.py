@@ -155,7 +155,9 @@ def load_results(path: Path) -> dict | None:
 
 
 def save_results(path: Path, data: dict) -> None:
-    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=False, default=str))
+    """Write ``results.json`` atomically, every path in it repo-relative."""
+    from .paths import scrub
+    atomic_write_text(path, json.dumps(scrub(json.loads(json.dumps(data, default=str))), indent=1, sort_keys=False))
 
 
 def _attach_flops(rec: dict, spec: dict) -> None:

@@ -397,3 +397,32 @@ def test_kernel_benchmark_reports_its_distance_from_the_roofline():
     t = bench_scan.targets(rows)
     assert t["fwd_over_roofline"] == pytest.approx(4.18 / row["median_ms"]) and t["fwd_over_roofline"] > 1
     assert t["pass"] == {"fwd >= 30x ref": True, "fwd+bwd >= 20x ref": True}
+
+
+# ------------------------------------------------------------------------- result files
+def test_scrub_makes_paths_repo_relative():
+    from harness import paths as sp
+
+    repo = Path("/work/proj")
+    rec = {"stdout": "wrote /work/proj/benchmarks/results/scan.json\n", "cwd": "/work/proj",
+           "video": "/tmp/bench_data_hevu3fr4/synthetic/train.csv", "n": 3,
+           "list": ["/work/proj/runs/a.png", "plain text"], "/work/proj/key.json": 1}
+    out = sp.scrub(rec, repo)
+    assert out == {"stdout": "wrote benchmarks/results/scan.json\n", "cwd": ".",
+                   "video": "<tmp>/synthetic/train.csv", "n": 3, "list": ["runs/a.png", "plain text"],
+                   "key.json": 1}
+    assert sp.absolute_paths(rec) == ["/work/proj/benchmarks/results/scan.json", "/work/proj",
+                                      "/tmp/bench_data_hevu3fr4/synthetic/train.csv", "/work/proj/runs/a.png",
+                                      "/work/proj/key.json"]
+    assert sp.absolute_paths(out) == []
+    # a sibling directory whose name starts like the repository's is not inside it
+    assert sp.scrub_text("/work/project2/x", repo) == "/work/project2/x"
+
+
+def test_committed_result_files_hold_no_absolute_paths():
+    import scrub_paths as sp
+
+    bad = {str(f.relative_to(RESULTS)): sp.absolute_paths(json.loads(f.read_text()) if f.suffix == ".json"
+                                                           else f.read_text())
+           for f in sp.result_files()}
+    assert {k: v for k, v in bad.items() if v} == {}
