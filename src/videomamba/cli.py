@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "search": ("search", "find moments in a video index by text or by an example clip"),
     "serve": ("serve", "a search page over a video index (127.0.0.1 by default)"),
     "embed": ("embed", "video and text embeddings of a video-text model (safetensors / .npy + index)"),
+    "export": ("export", "torch.export program (.pt2) or ONNX file of a model, checked against eager"),
 }
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .fileio import atomic_path
+from ..fileio import atomic_path
 
 FORMATS = ("pt2", "onnx")
 INPUT_NAME, OUTPUT_NAME = "video", "logits"
@@ -86,7 +86,7 @@ def export_program(model: nn.Module, x: torch.Tensor, dynamic_batch: bool = Fals
 def export_onnx(model: nn.Module, x: torch.Tensor, path: str | Path, dynamic_batch: bool = False,
                 opset: int | None = None) -> None:
     """Write ``model`` as a self-contained ONNX file traced through the pure-torch scan."""
-    from .ops import use_backend
+    from ..ops import use_backend
 
     model.eval()
     kw = {} if opset is None else {"opset_version": opset}
@@ -104,7 +104,7 @@ def run_exported(path: str | Path, x: torch.Tensor, fmt: str | None = None) -> t
     path = Path(path)
     fmt = fmt or path.suffix.lstrip(".")
     if fmt == "pt2":
-        from . import ops  # noqa: F401 - registers the custom ops the program calls
+        from .. import ops  # noqa: F401 - registers the custom ops the program calls
         prog = torch.export.load(str(path))
         with torch.no_grad():
             return prog.module()(x)

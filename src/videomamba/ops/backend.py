@@ -17,7 +17,6 @@ still runs its kernel).
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import os
 import warnings
 
@@ -41,8 +40,8 @@ def _reset() -> None:
     _import_cache.clear()
 
 
-_scoped: contextvars.ContextVar[str | None] = contextvars.ContextVar("videomamba_scan_backend",
-                                                                    default=None)
+# Innermost last. A plain list, not a ContextVar: torch.compile reads (and guards on) it.
+_scoped: list[str] = []
 
 
 @contextlib.contextmanager
@@ -51,17 +50,17 @@ def use_backend(name: str):
     over the environment variable). Tracing for ONNX runs under ``use_backend("torch")``, so that
     the graph holds plain torch ops instead of the compiled kernels."""
     name = requested_backend(name)
-    token = _scoped.set(name)
+    _scoped.append(name)
     try:
         yield name
     finally:
-        _scoped.reset(token)
+        _scoped.pop()
 
 
 def requested_backend(backend: str | None = None) -> str:
     """The backend asked for: the argument, else :func:`use_backend`'s, else the environment
     variable, else ``auto``."""
-    scoped = _scoped.get()
+    scoped = _scoped[-1] if _scoped else None
     name = (backend or scoped or os.environ.get(ENV_VAR) or "auto").strip().lower()
     if name not in BACKENDS:
         src = ("backend argument" if backend else "use_backend" if scoped
