@@ -206,6 +206,7 @@ def evaluate(checkpoint: "str | Path | None" = None, annotations: "str | Path | 
     amp_dtype = resolve_amp(amp, dev)
     say = (log if (log and info.is_main) else (lambda s: None))
 
+    view_batch = view_batch or trained.get("view_batch")       # default: the training config's data.view_batch
     metrics, outputs = run_eval(model, loader, task, dev, amp_dtype, info, classes=class_names, progress=progress,
                                 view_batch=view_batch)
     results = dict(metrics)
@@ -307,7 +308,7 @@ def window_predictions(model: torch.nn.Module, path, window: float, stride: floa
     Preprocessing defaults to what the model was trained with (its config's ``extra["data"]``).
     ``scheme``: ``"cover"`` (a last window ends at the video's end) or ``"release"`` (the release's
     rule, :func:`videomamba.data.annotations.release_window_bounds`). Views go through the model
-    ``view_batch`` at a time. Returns ``{"windows": [{"start", "end", "pred"}], "pred": pooled,
+    ``view_batch`` at a time (default: the training config's ``data.view_batch``). Returns ``{"windows": [{"start", "end", "pred"}], "pred": pooled,
     "duration"}`` with ``pred`` the class probabilities (K,) or the regression output (1,).
     """
     from pathlib import Path
@@ -337,6 +338,7 @@ def window_predictions(model: torch.nn.Module, path, window: float, stride: floa
                       num_clips=clips or trained.get("test_clips", 1), num_crops=crops or trained.get("test_crops", 1))
     num_classes = 1 if kind == "regression" else getattr(model, "num_classes", None)
     task = build_task(kind, num_classes)
+    view_batch = view_batch or trained.get("view_batch")
     dev = torch.device(device)
     was_training = model.training
     model.eval()

@@ -235,7 +235,7 @@ class _Trainer:
                                "sampling": d.sampling, "sample_stride": d.sample_stride,
                                "test_clips": d.test_clips, "test_crops": d.test_crops,
                                "window": d.window, "window_stride": d.window_stride,
-                               "window_scheme": d.window_scheme}})
+                               "window_scheme": d.window_scheme, "view_batch": d.view_batch}})
         model = create_model(cfg.model.name, pretrained=cfg.model.pretrained, extra=extra, **params)
         if cfg.model.pretrained:
             rep = getattr(model, "load_report", None)
