@@ -426,3 +426,35 @@ def test_committed_result_files_hold_no_absolute_paths():
                                                            else f.read_text())
            for f in sp.result_files()}
     assert {k: v for k, v in bad.items() if v} == {}
+
+
+# ------------------------------------------------------------------------- demo timing
+def test_demo_timing_targets_by_hand():
+    import demo_timing as dt
+
+    runs = [{"seed": 0, "neighbour": False, "status": "ok", "wall_s": 840.0, "val_top1": 97.5},
+            {"seed": 0, "neighbour": True, "status": "ok", "wall_s": 1300.0, "val_top1": 96.0},
+            {"seed": 1, "neighbour": False, "status": "ok", "wall_s": 960.0, "val_top1": 95.0},   # 16 min: too slow
+            {"seed": 2, "neighbour": False, "status": "ok", "wall_s": 600.0, "val_top1": 89.9},   # below 90 %
+            {"seed": 2, "neighbour": True, "status": "error"}]
+    t = {x["target"]: x for x in dt.evaluate(runs)}
+    assert t["seed 0, quiet: <= 15 min end to end at >= 90 % top-1"]["met"] is True
+    loaded = t["seed 0, next to one CPU-bound process: <= 1.5x the quiet time"]
+    assert loaded["met"] is False and "1.55x" in loaded["detail"]                    # 1300 / 840
+    assert t["seed 1, quiet: <= 15 min end to end at >= 90 % top-1"]["met"] is False
+    assert t["seed 2, quiet: <= 15 min end to end at >= 90 % top-1"]["met"] is False
+    assert t["seed 2, next to one CPU-bound process: <= 1.5x the quiet time"]["met"] is None
+
+
+def test_demo_timing_neighbour_burns_a_core_and_stops():
+    import time as _time
+
+    import demo_timing as dt
+
+    nb = dt.start_neighbour()
+    _time.sleep(1.5)
+    cpu = dt.stop_neighbour(nb)
+    assert cpu > 0.3                       # it ran (a shared machine may not give it the whole core)
+    import os
+    with pytest.raises(ProcessLookupError):
+        os.kill(nb.pid, 0)                # gone, reaped
