@@ -86,3 +86,25 @@ def tiny_classifier(seed: int = 0):
     torch.manual_seed(seed)
     return videomamba.create_model("videomamba_tiny", embed_dim=32, depth=2, num_frames=4, img_size=32,
                                    num_classes=4, init="fan_in", pos_init_std=0.3)
+
+
+def tiny_video_text(out: Path, seed: int = 0) -> Path:
+    """An untrained small video-text model (the library's), saved where ``create_model(None,
+    pretrained=out)`` finds it, with a WordPiece vocabulary trained on a few captions."""
+    import videomamba
+    from videomamba.models.text import TextTokenizer, train_wordpiece
+    from videomamba.models.video_text import build_video_text_model
+
+    torch.manual_seed(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = train_wordpiece(["a red square moving to the left", "a blue kite moving up", "a shape moving down",
+                             "a green ellipse moving to the right"], out / "vocab.txt", vocab_size=60)
+    tok = TextTokenizer(vocab, 12)
+    vision = videomamba.get_config("videomamba_tiny", embed_dim=32, depth=2, num_frames=4, img_size=32,
+                                   num_classes=0)
+    text = {"hidden_size": 32, "num_hidden_layers": 2, "fusion_layer": 1, "num_attention_heads": 2,
+            "intermediate_size": 64, "vocab_size": tok.vocab_size}
+    model = build_video_text_model(None, tok, vision=vision, text=text, embed_dim=16, max_txt_l=12)
+    videomamba.save_pretrained(model, out)
+    tok.save(out)
+    return out

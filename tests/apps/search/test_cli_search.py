@@ -67,3 +67,36 @@ def test_torchrun_two_processes_equals_one(tmp_path, motion_dir, classifier_dir)
         assert m.stats()["embedded_total"] == 25 and m.sync_vectors().ntotal == 25
         q = np.frombuffer(a[3][3], np.float32)
         assert [(h.path, h.start) for h in s.search(q, 5)] == [(h.path, h.start) for h in m.search(q, 5)]
+
+
+def test_text_search_with_the_libraries_video_text_model(tmp_path, motion_dir, capsys):
+    """Mechanics with the real video-text class (untrained): the score of a hit is the model's own
+    similarity, encode_video(window) . encode_text(query), with the window decoded independently."""
+    pytest.importorskip("tokenizers")
+    import torch
+
+    import videomamba
+    from videomamba.data import transforms as TF
+    from videomamba.data.video import decode_video
+
+    from .helpers import tiny_video_text
+
+    model_dir = tiny_video_text(tmp_path / "vt")
+    ix = tmp_path / "ix"
+    assert main(["index", str(motion_dir), "-k", str(model_dir), "-o", str(ix), "--window", "2", "--stride", "1",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["search", str(ix), "a square moving to the left", "--topk", "3", "--json", "--no-merge"]) == 0
+    hits = json.loads(capsys.readouterr().out)["hits"]
+    assert len(hits) == 3 and hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+    model = videomamba.create_model(None, pretrained=str(model_dir)).eval()
+    h = hits[0]
+    with Index.open(ix) as index:
+        from videomamba.apps.search.windows import plan_span, probe
+        info, times = probe(h["path"])
+        plan = plan_span(info, times, round(1000 * h["start"]), round(1000 * h["end"]), 4)
+    frames = decode_video(h["path"], list(plan.indices), layout="TCHW").frames
+    x = TF.normalize(TF.center_crop(TF.resize_short_side(frames, 32), 32)).unsqueeze(0)
+    with torch.no_grad():
+        expected = float(model.encode_video(x)[0] @ model.encode_text(["a square moving to the left"])[0])
+    assert h["score"] == pytest.approx(expected, abs=1e-5)

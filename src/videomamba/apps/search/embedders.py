@@ -4,8 +4,9 @@ Glossary: B windows in a batch, T frames, H = W input size, d the embedding widt
 
 Two kinds of model are understood:
 
-- a **video-text** model (``encode_video(x: (B, 3, T, H, W)) -> (B, d)`` and ``encode_text(list[str])
-  -> (B, d)``, both L2-normalised, dot product = the model's similarity): text and example queries;
+- a **video-text** model (``encode_video(x: (B, 3, T, H, W)) -> (B, d)``, the mean of unit per-frame
+  vectors, and ``encode_text(list[str]) -> (B, d)``, unit vectors; their dot product is the model's
+  similarity, so neither is renormalised here): text and example queries;
 - a **classifier** (``videomamba.VideoMamba``): a window is the L2-normalised pre-logits feature
   ``forward_head(forward_features(x), pre_logits=True)``; example (``--like``) queries only.
 
@@ -66,7 +67,7 @@ def model_kind(model) -> str:
 
 
 class Embedder:
-    """Embeds batches of windows (and text, for video-text models) as float32 numpy rows of unit norm."""
+    """Embeds batches of windows (and text, for video-text models) as float32 numpy rows."""
 
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu",
                  clip: ClipSpec | None = None, source: str | None = None):
@@ -91,9 +92,10 @@ class Embedder:
     def _video(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
         if self.kind == "video_text":
-            z = self.model.encode_video(x)
-        else:
-            z = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+            # kept as the model gives it (the mean of unit per-frame vectors, norm <= 1): its dot product
+            # with a text vector is the model's own similarity
+            return self.model.encode_video(x).float()
+        z = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
         return F.normalize(z.float(), dim=-1)
 
     def embed_video(self, x: torch.Tensor) -> np.ndarray:
@@ -109,7 +111,7 @@ class Embedder:
                 "text queries need a video-text model; this one is a classifier, which embeds video only: "
                 "search by example with --like CLIP.mp4")
         z = self.model.encode_text(list(texts))
-        return F.normalize(z.float(), dim=-1).cpu().numpy().astype(np.float32, copy=False)
+        return z.float().cpu().numpy().astype(np.float32, copy=False)
 
 
 def load_embedder(path: str | Path, device: str = "auto") -> Embedder:
