@@ -197,6 +197,7 @@ class VideoTextSection:
     text: dict = field(default_factory=dict)   # TextConfig fields (hidden_size, num_hidden_layers, fusion_layer, ...)
     embed_dim: int = 512
     temp: float = 0.07
+    learn_temp: bool = True                # false: the temperature stays at ``temp``
     max_txt_l: int | None = None           # null: the dataset preset's, else 32
     tokenizer: str | None = None
     vocab_size: int = 1000

@@ -203,6 +203,10 @@ def setup_model(tr) -> None:
             model.cfg.vision = model.cfg.vision.replace(**over)
             model.vision_encoder.drop_path_rate = model.cfg.vision.drop_path_rate
         if model.tokenizer is None:
+            if vt.tokenizer is None:
+                raise ConfigError(f"{cfg.model.pretrained} holds no vocabulary: set video_text.tokenizer to the folder "
+                                  f"of the tokenizer it was trained with (a local bert-base-uncased for the "
+                                  f"released files)")
             model.set_tokenizer(build_tokenizer(cfg, tr.train_dataset, tr.out_dir, tr.info.is_main, tr.say))
         if vt.max_txt_l:
             model.max_txt_l = model.cfg.max_txt_l = vt.max_txt_l
@@ -233,6 +237,8 @@ def setup_model(tr) -> None:
             raise ConfigError(f"the tokenizer has {tok_len} tokens but the text tower's vocab_size is "
                               f"{model.cfg.text.vocab_size}")
     freeze_unused(model, {"vtc": vt.vtc, "vtm": vt.vtm, "mlm": vt.mlm, "uta": vt.uta})
+    if not vt.learn_temp:
+        model.temp.requires_grad_(False)
     if cfg.train.grad_checkpointing:
         model.set_grad_checkpointing(True)
     tr.model = model.to(tr.device)
