@@ -123,3 +123,15 @@ def test_merge_hits_by_hand():
     # (2, 4) overlaps the first moment but scores 0.2 below it: dropped, not a moment of its own
     assert got == [("a", 0, 3, 0.90, 2, 1), ("b", 1, 3, 0.85, 1, 5), ("a", 6, 8, 0.80, 1, 4)]
     assert len(merge_hits(hits, limit=2)) == 2
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_index_type_override_gives_the_exact_results_here(tmp_path, motion_dir, text_embedder, kind):
+    ix = Index.open(tmp_path / "ix", text_embedder, window=W)
+    ix.add([motion_dir], text_embedder, progress=False)
+    exact = [h.to_dict() for h in ix.search("right", 3, text_embedder, merge=False)]
+    ix.close()
+    ix = Index.open(tmp_path / "ix", index_type=kind)
+    assert ix.sync_vectors().kind == kind
+    got = [h.to_dict() for h in ix.search("right", 3, text_embedder, merge=False)]
+    assert [(h["path"], h["start"]) for h in got] == [(h["path"], h["start"]) for h in exact]

@@ -54,3 +54,37 @@ def test_truncated_file_raises_decode_error(tmp_path):
     with pytest.raises(VideoDecodeError):
         info, times = probe(bad)
         list(iter_windows(bad, plan_windows(info, times, WindowSpec(2, 1), 4), ClipSpec(4, 32, 32)))
+
+
+def test_held_frames_do_not_grow_with_video_length(tmp_path, monkeypatch):
+    """Decoded frames are released once the last window using them is out: as many are alive at once
+    in a 2-minute video as in a 15-second one."""
+    import weakref
+
+    from videomamba.apps.search import windows as Wn
+
+    live = weakref.WeakSet()
+    prepare = Wn._prepare
+
+    def tracked(rgb, clip):
+        t = prepare(rgb, clip)
+        live.add(t)
+        return t
+
+    monkeypatch.setattr(Wn, "_prepare", tracked)
+    clip = ClipSpec(num_frames=4, img_size=16, short_side=16)
+    peaks = []
+    for seconds in (15, 120):
+        path = write_motion_video(tmp_path / f"v{seconds}.mp4", ["left", "right", "up", "down"] * (seconds // 16 + 1),
+                                  seconds_each=4, fps=4, size=32)
+        info, times = probe(path)
+        plans = plan_windows(info, times, WindowSpec(2, 1), clip.num_frames)
+        peak, count = 0, 0
+        for w in iter_windows(path, plans, clip):
+            count += 1
+            del w                                   # tensors go when their last reference does
+            peak = max(peak, len(live))
+        assert count == len(plans)
+        peaks.append(peak)
+    # 2 s windows every second with 4 frames each: at most the frames of the next window are held
+    assert peaks[0] == peaks[1] <= 4

@@ -415,21 +415,15 @@ class Index:
             finished.clear()
 
         try:
-            for p in todo:
-                try:
-                    for w in iter_windows(p.paths[0][0], p.plans, clip):
-                        batch.append((p.hash, w.plan, w.frames))
-                        if len(batch) >= batch_size:
-                            flush()
-                except VideoDecodeError as e:
-                    report.skipped += [(str(q[0]), e.reason) for q in p.paths]
-                    continue
-                except Exception as e:  # noqa: BLE001 - a broken file never stops the run
-                    if isinstance(e, (KeyboardInterrupt, MemoryError)):
-                        raise
-                    report.skipped += [(str(q[0]), f"{type(e).__name__}: {e}") for q in p.paths]
-                    continue
-                finished.append(p)
+            for kind, p, item in _prefetch(_decode_events(todo, clip), maxsize=2 * batch_size):
+                if kind == "window":
+                    batch.append((p.hash, item.plan, item.frames))
+                    if len(batch) >= batch_size:
+                        flush()
+                elif kind == "done":
+                    finished.append(p)
+                else:
+                    report.skipped += [(str(q[0]), item) for q in p.paths]
             flush()
         finally:
             bar.close()
@@ -495,10 +489,11 @@ class Index:
                 except Exception as e:  # noqa: BLE001 - a torn or foreign file is rebuilt
                     log.warning("%s: unreadable (%s); rebuilding it", vpath, e)
                     store = None
-            if store is not None and tuple(store.params.get("holds", ())) == want:
+            requested = self.settings.get("index_type", "auto")
+            if store is not None and tuple(store.params.get("holds", ())) == want and \
+                    (requested == "auto" or store.kind == requested):
                 self._store = store
                 return store
-            requested = self.settings.get("index_type", "auto")
             kind = choose_kind(want[0], requested)
             grow_ok = (store is not None and store.kind == kind and
                        (kind in ("flat", "hnsw") or want[0] <= 4 * store.params.get("trained_on", 0)))
@@ -654,6 +649,69 @@ class Index:
         the same files and windows export the same rows."""
         return sorted(self.conn.execute(
             "SELECT f.path, w.start_ms, w.end_ms, w.vector FROM windows w JOIN files f ON f.hash = w.hash"))
+
+
+def _decode_events(todo: list[_Pending], clip: ClipSpec) -> Iterator[tuple[str, _Pending, object]]:
+    """("window", content, Window) for every planned window, then ("done", content, None), or
+    ("skip", content, reason) when the file breaks part-way: a broken file never stops the run."""
+    for p in todo:
+        try:
+            for w in iter_windows(p.paths[0][0], p.plans, clip):
+                yield "window", p, w
+        except VideoDecodeError as e:
+            yield "skip", p, e.reason
+            continue
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as e:  # noqa: BLE001
+            yield "skip", p, f"{type(e).__name__}: {e}"
+            continue
+        yield "done", p, None
+
+
+_END = object()
+
+
+def _prefetch(events: Iterator, maxsize: int) -> Iterator:
+    """Run ``events`` in a thread, at most ``maxsize`` items ahead: decoding (FFmpeg, resizing; both
+    release the GIL) overlaps the model's forward pass, and memory stays bounded by the queue."""
+    import queue
+
+    q: queue.Queue = queue.Queue(maxsize=max(1, maxsize))
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        try:
+            for e in events:
+                if not put(("ok", e)):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            put(("error", exc))
+            return
+        put(("ok", _END))
+
+    t = threading.Thread(target=work, name="videomamba-decode", daemon=True)
+    t.start()
+    try:
+        while True:
+            status, item = q.get()
+            if status == "error":
+                raise item
+            if item is _END:
+                return
+            yield item
+    finally:
+        stop.set()
+        t.join(timeout=5)
 
 
 class _Transaction:
