@@ -91,7 +91,8 @@ def test_classifier_round_trip_drops_the_distill_head(tmp_path):
     model = vm.VideoMamba(cfg())
     report = load_checkpoint(model, tmp_path / "student.pth")
     assert report.missing == []
-    assert sorted(report.unexpected) == ["distill_head.0.weight", "distill_head.1.bias", "distill_head.1.weight"]
+    assert report.unexpected == []                   # the distillation head is a known auxiliary part
+    assert sorted(report.skipped) == ["distill_head.0.weight", "distill_head.1.bias", "distill_head.1.weight"]
     x = torch.randn(1, 3, 4, 32, 32)
     student.eval(), model.eval()
     torch.testing.assert_close(model(x), student(x))
