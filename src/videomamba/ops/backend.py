@@ -114,6 +114,23 @@ def cpu_kernel_status(build: bool = True) -> tuple[bool | None, str]:
     return (True, "compiled kernel loaded") if mod is not None else (False, cpu_kernel.load_error())
 
 
+# Under torch.compile these run once at trace time and their answer is a constant of the graph:
+# dynamo cannot trace the build's lock, file probes or imports.
+@torch.compiler.assume_constant_result
+def _cpu_kernel_usable() -> bool:
+    return bool(cpu_kernel_status(build=True)[0])
+
+
+@torch.compiler.assume_constant_result
+def _cuda_scan_usable() -> bool:
+    return cuda_scan_kernel()[0] is not None
+
+
+@torch.compiler.assume_constant_result
+def _cuda_conv_usable() -> bool:
+    return cuda_conv_kernel()[0] is not None
+
+
 def resolve(backend: str | None, device: torch.device | str) -> str:
     """The concrete scan implementation, one of ``ref``, ``torch``, ``cpu``, ``cuda``."""
     name = requested_backend(backend)
@@ -123,34 +140,31 @@ def resolve(backend: str | None, device: torch.device | str) -> str:
     if name == "cpu":
         if dev != "cpu":
             raise ValueError(f"scan backend 'cpu' needs CPU tensors, got {dev} tensors")
-        ok, why = cpu_kernel_status(build=True)
-        if not ok:
+        if not _cpu_kernel_usable():
             raise RuntimeError(f"scan backend 'cpu' was requested but the CPU kernel is "
-                               f"unavailable: {why}")
+                               f"unavailable: {cpu_kernel_status(build=False)[1]}")
         return "cpu"
     if name == "cuda":
         if dev != "cuda":
             raise ValueError(f"scan backend 'cuda' needs CUDA tensors, got {dev} tensors")
-        fn, why = cuda_scan_kernel()
-        if fn is None:
+        if not _cuda_scan_usable():
             raise RuntimeError(f"scan backend 'cuda' was requested but mamba_ssm is unavailable "
-                               f"({why}); install mamba-ssm, or use 'torch'")
+                               f"({cuda_scan_kernel()[1]}); install mamba-ssm, or use 'torch'")
         return "cuda"
     # auto
     if dev == "cuda":
-        fn, why = cuda_scan_kernel()
-        if fn is not None:
+        if _cuda_scan_usable():
             return "cuda"
-        _warn_once("auto-cuda", f"mamba_ssm is not importable ({why}); the selective scan runs "
-                   "the pure-torch path on CUDA, which is slower. Install mamba-ssm and "
-                   "causal-conv1d for the fused kernels.")
+        _warn_once("auto-cuda", f"mamba_ssm is not importable ({cuda_scan_kernel()[1]}); the "
+                   "selective scan runs the pure-torch path on CUDA, which is slower. Install "
+                   "mamba-ssm and causal-conv1d for the fused kernels.")
         return "torch"
     if dev == "cpu":
-        ok, why = cpu_kernel_status(build=True)
-        if ok:
+        if _cpu_kernel_usable():
             return "cpu"
-        _warn_once("auto-cpu", f"the compiled CPU scan kernel is unavailable ({why}); using the "
-                   "pure-torch scan, several times slower.")
+        _warn_once("auto-cpu", f"the compiled CPU scan kernel is unavailable "
+                   f"({cpu_kernel_status(build=False)[1]}); using the pure-torch scan, several "
+                   "times slower.")
         return "torch"
     return "torch"
 
@@ -178,10 +192,9 @@ def resolve_conv(backend: str | None, device: torch.device | str, width: int) ->
     if name in ("ref", "torch"):
         return "ref"
     if dev == "cuda" and name in ("auto", "cuda"):
-        fn, why = cuda_conv_kernel()
-        if fn is None:
-            _warn_once("conv-cuda", f"causal_conv1d is not importable ({why}); the causal conv "
-                       "runs F.conv1d.")
+        if not _cuda_conv_usable():
+            _warn_once("conv-cuda", f"causal_conv1d is not importable ({cuda_conv_kernel()[1]}); "
+                       "the causal conv runs F.conv1d.")
         elif not 2 <= width <= 4:
             _warn_once(f"conv-width-{width}", f"causal_conv1d covers widths 2..4, not {width}; "
                        "the causal conv runs F.conv1d.")
@@ -190,8 +203,7 @@ def resolve_conv(backend: str | None, device: torch.device | str, width: int) ->
         return "ref"
     if dev == "cpu" and name in ("auto", "cpu"):
         # The scan's resolution already warned or raised if the kernel is missing.
-        ok, _ = cpu_kernel_status(build=True)
-        if ok:
+        if _cpu_kernel_usable():
             return "cpu"
         if name == "cpu":
             raise RuntimeError("backend 'cpu' was requested but the CPU kernels are unavailable: "
