@@ -91,7 +91,7 @@ def make_long_video(path: Path, minutes: float, fps: int = 8, size: int = 96, se
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.mp4")
     with av.open(str(tmp), "w", format="mp4") as c:
-        s = c.add_stream("libx264", rate=fps, options={"crf": "23", "preset": "veryfast", "threads": "2"})
+        s = c.add_stream("libx264", rate=fps, options={"crf": "23", "preset": "veryfast", "threads": "1"})
         s.width = s.height = size
         s.pix_fmt = "yuv420p"
         for t in range(n):
