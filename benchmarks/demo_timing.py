@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -164,7 +165,7 @@ def main(argv=None) -> int:
     data.update(cpu=cpu_name(), cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
                 torch=torch.__version__, python=platform.python_version(), git=_git_rev(),
                 date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), demo_args=args.demo_arg,
-                command=" ".join(["python", "benchmarks/demo_timing.py", *(argv if argv is not None else sys.argv[1:])]))
+                command=shlex.join(["python", "benchmarks/demo_timing.py", *(argv if argv is not None else sys.argv[1:])]))
     done = {(r["seed"], r["neighbour"]) for r in data["runs"] if r.get("status") == "ok"}
     plan = [(s, False) for s in args.seeds] + [(s, True) for s in args.loaded_seeds]
     for seed, neighbour in plan:

@@ -41,7 +41,8 @@ def scrub_text(text: str, repo: Path = REPO) -> str:
             text = text.replace(prefix, repl)
     # a temporary directory's random name says nothing: <tmp>/rest
     tmp = re.escape(str(Path(tempfile.gettempdir())))
-    text = re.sub(tmp + r"/[^/\s\"']+(/|(?=[\s\"']|$))", "<tmp>/", text)
+    text = re.sub(tmp + r"/([^/\s\"']+)(/|(?=[\s\"']|$))",
+                  lambda m: "<tmp>/" if m.group(2) else f"<tmp>/{m.group(1)}", text)   # a file right in it: kept
     home = os.path.expanduser("~")
     if home not in ("/", "~"):
         text = re.sub(re.escape(home) + r"(?=/|[\s\"']|$)", "~", text)

@@ -415,6 +415,7 @@ def test_scrub_makes_paths_repo_relative():
                                       "/tmp/bench_data_hevu3fr4/synthetic/train.csv", "/work/proj/runs/a.png",
                                       "/work/proj/key.json"]
     assert sp.absolute_paths(out) == []
+    assert sp.scrub_text("--out /tmp/bm.json", repo) == "--out <tmp>/bm.json"
     # a sibling directory whose name starts like the repository's is not inside it
     assert sp.scrub_text("/work/project2/x", repo) == "/work/project2/x"
 
