@@ -134,3 +134,34 @@ def test_browser_types_a_query_and_plays_the_first_result(server):
                 assert err == 4, f"media error {err}"     # MEDIA_ERR_SRC_NOT_SUPPORTED: codec missing in this build
         finally:
             browser.close()
+
+
+def test_serve_command_binds_localhost_and_answers(tmp_path, motion_dir, classifier_dir):
+    import subprocess
+    import sys
+
+    from videomamba.cli import build_parser, main
+
+    assert build_parser().parse_args(["serve", "ix"]).host == "127.0.0.1"
+    ix = tmp_path / "ix"
+    assert main(["index", str(motion_dir), "-k", str(classifier_dir), "-o", str(ix), "--no-progress"]) == 0
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "videomamba", "serve", str(ix), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            try:
+                status, _, body = _get(f"http://127.0.0.1:{port}/api/info", timeout=5)
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.time() < deadline, "serve did not come up"
+                time.sleep(0.2)
+        info = json.loads(body)
+        assert status == 200 and info == {**info, "files": 2, "model_kind": "classifier", "text": False}
+        status, _, body = _get(f"http://127.0.0.1:{port}/api/search?q=left")
+        assert status == 400 and "--like" in json.loads(body)["error"]
+    finally:
+        proc.terminate()
+        proc.wait(30)
