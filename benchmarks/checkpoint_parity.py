@@ -41,8 +41,8 @@ def _cpu_name() -> str:
 
 def main(argv=None) -> int:
     import videomamba as vm
-    from videomamba.engine.convert import convert_checkpoint
-    from videomamba.engine.predict import score_views
+    from videomamba.apps.convert import convert_checkpoint
+    from videomamba.apps.predict import score_views
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "checkpoint_parity.json"))

@@ -10,7 +10,7 @@ import videomamba as vm
 from _requirements import require_module
 from videomamba.cli import main
 from videomamba.data.clip_config import ClipConfig, class_names, guess_dataset
-from videomamba.engine.predict import PartialModelError, load_for_inference, predict
+from videomamba.apps.predict import PartialModelError, load_for_inference, predict
 
 SMALL = dict(embed_dim=16, depth=1, num_frames=4, img_size=32, patch_size=16)
 

@@ -160,7 +160,7 @@ def test_convert_then_reload_reproduces_the_original(name, official_pth, tmp_pat
 
 
 def test_convert_video_text_then_reload(mm_pth, tmp_path):
-    from videomamba.engine.convert import convert_checkpoint
+    from videomamba.apps.convert import convert_checkpoint
 
     path, data = mm_pth
     convert_checkpoint(path, tmp_path / "mm", text_config=data["config"]["bert_config"])
@@ -174,7 +174,7 @@ def test_convert_video_text_then_reload(mm_pth, tmp_path):
 
 # ------------------------------------------------------------------------------- through predict
 def test_predict_scores_reproduce_the_original(official_pth):
-    from videomamba.engine.predict import score_views
+    from videomamba.apps.predict import score_views
 
     path, data = official_pth
     model = vm.create_model(None, pretrained=path).eval()

@@ -2,7 +2,9 @@
 import pytest
 import torch
 
-from videomamba.engine import ConfigError, evaluate, predict, train
+from videomamba.apps.evaluate import evaluate
+from videomamba.apps.predict import predict
+from videomamba.engine import ConfigError, train
 from videomamba.engine.ema import ModelEMA
 
 from .toy import TINY_MODEL, ToyVideos

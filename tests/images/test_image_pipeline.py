@@ -83,7 +83,7 @@ def test_train_image_model_and_distill_a_wider_student(images, tmp_path):
 
 
 def test_evaluate_an_image_model(images, tmp_path):
-    from videomamba.engine.evaluate import evaluate
+    from videomamba.apps.evaluate import evaluate
     from videomamba.engine.trainer import train
 
     res = train(None, {**TINY_IMAGE, "data.train": str(images["train_list"]), "data.root": str(images["root"]),

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from videomamba.engine.evaluate import pool_windows, run_eval
+from videomamba.engine.validation import pool_windows, run_eval
 from videomamba.engine.tasks import ClassificationTask, RegressionTask
 from videomamba.engine.trainer import train
 
@@ -119,7 +119,7 @@ def test_window_predictions_of_a_long_file(tmp_path):
     from videomamba.data import VideoDataset
     from videomamba.data.annotations import Sample
     from videomamba.data.synthetic import write_mp4
-    from videomamba.engine.evaluate import window_predictions
+    from videomamba.apps.predict import window_predictions
     import numpy as np
 
     frames = np.zeros((24, 32, 32, 3), np.uint8)
@@ -144,7 +144,7 @@ def test_window_predictions_of_a_long_file(tmp_path):
 def test_lvu_run_scores_one_prediction_per_video(tmp_path):
     """An LVU file cut into windows: training uses windows, the final test and eval pool them per video."""
     from videomamba.data.synthetic import make_synthetic
-    from videomamba.engine.evaluate import evaluate
+    from videomamba.apps.evaluate import evaluate
 
     make_synthetic(tmp_path / "d", per_class=4, frames=16, size=32, classes=["move_left", "move_right"])
     videos = sorted((tmp_path / "d").rglob("*.mp4"))

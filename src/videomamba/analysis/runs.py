@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from . import distributed as D
+from ..engine import distributed as D
 
 
 def _model_data_defaults(model) -> dict:
@@ -31,11 +31,11 @@ def reorder_test(checkpoint, annotations, *, root=None, fmt="auto", model_name=N
 
     Preprocessing defaults to the model's training settings (its config), as ``videomamba eval``.
     """
-    from ..analysis.reorder import REORDERINGS, evaluate_reorderings, format_reorder_table
+    from .reorder import REORDERINGS, evaluate_reorderings, format_reorder_table
     from ..data import VideoDataset
-    from .data import make_loader
-    from .metrics import write_json
-    from .predict import load_for_inference
+    from ..engine.data import make_loader
+    from ..engine.metrics import write_json
+    from ..apps.predict import load_for_inference
 
     dev = D.resolve_device(device)
     model = load_for_inference(checkpoint, model_name, log=log).to(dev).eval()
@@ -68,9 +68,9 @@ def delta_pictures(video, checkpoint, out_dir="delta", *, model_name=None, layer
                    img_size=None, short_side=None, animation="gif", alpha=0.5, clip_quantile=0.02,
                    device="auto") -> dict:
     """Delta maps of one video file -> ``{"png", "animation", "layers", "prediction"}``."""
-    from ..analysis.delta import visualise_clip
+    from .delta import visualise_clip
     from ..data import load_video_clips
-    from .predict import load_for_inference
+    from ..apps.predict import load_for_inference
 
     path = Path(video)
     if not path.is_file():
@@ -106,9 +106,9 @@ def scan_order_ablation(config=None, overrides=None, *, out_dir="runs/scan_order
     ``variants``: names from :data:`SCAN_VARIANTS` (default all). The config must set data.val.
     Each run goes to ``out_dir/<variant>``; the table to ``out_dir/scan_orders.json``.
     """
-    from .config import ConfigError, load_config
-    from .metrics import write_json
-    from .trainer import train
+    from ..engine.config import ConfigError, load_config
+    from ..engine.metrics import write_json
+    from ..engine.trainer import train
 
     table = {name: (s, b) for name, s, b in SCAN_VARIANTS}
     names = list(variants or table)

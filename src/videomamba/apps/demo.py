@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .config import load_config
-from .metrics import write_json
+from ..engine.config import load_config
+from ..engine.metrics import write_json
 
 
 DEMO_PER_CLASS = 600  # synthetic videos per class: 3600 to train on, 1200 to validate
@@ -59,7 +59,7 @@ def run_demo(out_dir: str | Path = "videomamba-demo", *, epochs: int | None = No
     from ..data import make_synthetic
     from .evaluate import evaluate
     from .predict import format_predictions, predict
-    from .trainer import train
+    from ..engine.trainer import train
 
     t0 = time.time()
     out = Path(out_dir)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .tasks import build_task
+from ..engine.tasks import build_task
 
 
 class PartialModelError(ValueError):
@@ -52,21 +52,59 @@ def score_views(model, views: torch.Tensor, kind: str = "classification", view_b
         return task.predict(model, x, view_batch=view_batch)[0].float().cpu()
 
 
+@torch.no_grad()
+def window_predictions(model: torch.nn.Module, path, window: float, stride: float | None = None, *,
+                       scheme: str = "cover", clip=None, clips: int | None = None, crops: int | None = None,
+                       view_batch: int | None = None, kind: str | None = None, amp_dtype=None, **clip_overrides) -> dict:
+    """One prediction per ``window``-second window of a long video file (every ``stride`` seconds,
+    default ``window``), and their average, as LVU is scored.
+
+    ``clip``: the :class:`ClipConfig` (default: the model's; ``clip_overrides`` such as num_frames,
+    img_size replace its fields). ``scheme``: ``"cover"`` (a last window ends at the video's end)
+    or ``"release"`` (the release's rule, :func:`videomamba.data.annotations.release_window_bounds`).
+    Returns ``{"windows": [{"start", "end", "views", "pred"}], "pred": pooled, "duration"}`` with
+    ``pred`` the class probabilities (K,) or the regression output (1,).
+    """
+    from ..data.annotations import release_window_bounds
+    from ..data.clip_config import ClipConfig
+    from ..data.sampling import window_bounds
+    from ..data.video import probe_video
+    from ..data.views import read_views
+
+    if not window or window <= 0:
+        raise ValueError(f"window must be a positive number of seconds, got {window!r}")
+    if scheme not in ("cover", "release"):
+        raise ValueError(f"scheme must be 'cover' or 'release', got {scheme!r}")
+    clip = (clip or ClipConfig.for_model(model)).replace(**clip_overrides)
+    kind = kind or clip.task
+    info = probe_video(path)
+    duration = info.duration if info.duration and info.duration > 0 else info.num_frames / (info.fps or 1.0)
+    bounds = (release_window_bounds if scheme == "release" else window_bounds)(duration, window, stride or window)
+    was_training = model.training
+    model.eval()
+    out = []
+    for s, e in bounds:
+        views = read_views(path, clip, clips, crops, window=(s, e))
+        out.append({"start": s, "end": e, "views": int(views.shape[0]),
+                    "pred": score_views(model, views, kind, view_batch, amp_dtype)})
+    model.train(was_training)
+    return {"windows": out, "pred": torch.stack([w["pred"] for w in out]).mean(0), "duration": duration}
+
+
 def predict(videos: "str | Path | list[str | Path]", checkpoint: "str | Path | None" = None, *,
             model: torch.nn.Module | None = None, model_name: str | None = None, topk: int = 5,
             labels: "str | list[str] | None" = None, clips: int | None = None, crops: int | None = None,
             num_frames: int | None = None, img_size: int | None = None, short_side: int | None = None,
             device: str = "auto", amp: str = "auto", use_ema: bool | None = None, allow_partial: bool = False,
-            windows: float | None = None, window_stride: float | None = None, view_batch: int | None = None,
-            log=None) -> list[dict]:
+            windows: float | None = None, window_stride: float | None = None, window_scheme: str = "cover",
+            view_batch: int | None = None, log=None) -> list[dict]:
     """Returns, per file, ``{"path", "views", "top": [{"label", "index", "score"}, ...]}``
     (classification) or ``{"path", "views", "value"}`` (regression); with ``windows`` (seconds), a
     ``"windows"`` list of such predictions, one per window (``window_stride`` apart, default the
-    window length). Frames, size, views and class names come from the model (:class:`ClipConfig`);
+    window length; ``window_scheme`` as in :func:`window_predictions`), and the whole file's
+    prediction, their mean. Frames, size, views and class names come from the model (:class:`ClipConfig`);
     ``labels``: a class file or a shipped list name (``Kinetics400``, ...), or a list."""
     from ..data.clip_config import ClipConfig, class_names
-    from ..data.sampling import window_bounds
-    from ..data.video import probe_video
     from ..data.views import read_views
     from ..runtime import resolve_amp, resolve_device
 
@@ -104,13 +142,12 @@ def predict(videos: "str | Path | list[str | Path]", checkpoint: "str | Path | N
         if not path.is_file():
             raise FileNotFoundError(f"video {path} does not exist")
         if windows:
-            info = probe_video(path)
-            res = {"path": str(path), "windows": []}
-            for start, end in window_bounds(info.duration, windows, window_stride or windows):
-                x = read_views(path, clip, n_clips, n_crops, (start, end))
-                res["windows"].append({"start": start, "end": end,
-                                       **entry(score_views(model, x, kind, view_batch, amp_dtype), int(x.shape[0]))})
-            out.append(res)
+            res = window_predictions(model, path, windows, window_stride, scheme=window_scheme, clip=clip,
+                                     clips=n_clips, crops=n_crops, view_batch=view_batch, kind=kind,
+                                     amp_dtype=amp_dtype)
+            out.append({"path": str(path), **entry(res["pred"], sum(w["views"] for w in res["windows"])),
+                        "windows": [{"start": w["start"], "end": w["end"], **entry(w["pred"], w["views"])}
+                                    for w in res["windows"]]})
             continue
         x = read_views(path, clip, n_clips, n_crops)
         out.append({"path": str(path), **entry(score_views(model, x, kind, view_batch, amp_dtype), int(x.shape[0]))})
@@ -128,7 +165,8 @@ def format_predictions(preds: list[dict]) -> str:
     lines = []
     for r in preds:
         if "windows" in r:
-            lines.append(f"{r['path']}  ({len(r['windows'])} windows)")
+            lines.append(f"{r['path']}  ({len(r['windows'])} windows; the whole file, their mean:)")
+            lines += _format_entry(r, "  ")
             for w in r["windows"]:
                 lines.append(f"  {w['start']:8.1f}s - {w['end']:8.1f}s  ({w['views']} views)")
                 lines += _format_entry(w, "    ")

@@ -67,7 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine import analyze as A
+    from ..analysis import runs as A
 
     if args.analysis == "reorder":
         res = A.reorder_test(args.checkpoint, args.annotations, root=args.root, fmt=args.format, model_name=args.model,

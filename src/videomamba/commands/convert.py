@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.convert import convert_checkpoint
+    from ..apps.convert import convert_checkpoint
 
     overrides = {k: v for k, v in (("num_classes", args.num_classes), ("num_frames", args.num_frames),
                                    ("img_size", args.img_size), ("tubelet_size", args.tubelet_size)) if v is not None}

@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.demo import DEMO_PER_CLASS, run_demo
+    from ..apps.demo import DEMO_PER_CLASS, run_demo
 
     run_demo(args.out, epochs=args.epochs, per_class=args.per_class or DEMO_PER_CLASS, seed=args.seed,
              device=args.device, overrides=args.overrides)

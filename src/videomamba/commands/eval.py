@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--img-size", type=int, default=None, help="crop size (default: as trained)")
     p.add_argument("--short-side", type=int, default=None, help="resize the short side before cropping")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--view-batch", type=int, default=None,
+                   help="views per forward pass (bounds memory; default: the training config's)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"])
@@ -54,7 +56,7 @@ def _is_video_text(path: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine import evaluate
+    from ..apps.evaluate import evaluate
 
     if args.retrieval or _is_video_text(args.checkpoint):
         from ..engine.retrieval import evaluate_files
@@ -75,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
                    classes=args.classes, clips=args.clips, crops=args.crops, num_frames=args.frames,
                    img_size=args.img_size, short_side=args.short_side, batch_size=args.batch_size,
                    num_workers=args.workers, device=args.device, amp=args.amp, shuffle_frames=args.shuffle_frames,
-                   out_dir=args.out, use_ema=False if args.no_ema else None, allow_partial=args.allow_partial, skip_bad=args.skip_bad,
+                   out_dir=args.out, use_ema=False if args.no_ema else None, allow_partial=args.allow_partial,
+                   view_batch=args.view_batch, skip_bad=args.skip_bad,
                    progress=not args.json, log=None if args.json else print)
     if args.json:
         res = {k: v for k, v in res.items() if k != "predictions"}

@@ -30,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="one prediction per window of this many seconds (long videos)")
     p.add_argument("--window-stride", type=float, default=None, metavar="SECONDS",
                    help="start of one window to the next (default: the window length)")
+    p.add_argument("--window-scheme", default="cover", choices=("cover", "release"),
+                   help="cover: a last window ends at the video's end; release: the release's LVU rule")
     p.add_argument("--view-batch", type=int, default=None, help="views per forward pass (bounds memory)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -37,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..cli import CLIError
-    from ..engine.predict import format_predictions, predict
+    from ..apps.predict import format_predictions, predict
 
     if args.topk < 1:
         raise CLIError(f"--topk must be >= 1, got {args.topk}")
@@ -46,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     preds = predict(args.videos, args.checkpoint, model_name=args.model, topk=args.topk, labels=args.labels,
                     clips=args.clips, crops=args.crops, num_frames=args.frames, img_size=args.img_size,
                     device=args.device, use_ema=True if args.ema else None, allow_partial=args.allow_partial,
-                    windows=args.windows, window_stride=args.window_stride, view_batch=args.view_batch,
+                    windows=args.windows, window_stride=args.window_stride, window_scheme=args.window_scheme,
+                    view_batch=args.view_batch,
                     log=lambda s: print(s, file=sys.stderr))
     print(json.dumps(preds, indent=2) if args.json else format_predictions(preds))
     return 0

@@ -26,7 +26,7 @@ from ..runtime import resolve_amp
 from .config import ConfigError, TrainConfig, dump_yaml, load_config
 from .data import build_dataset, build_mixup, make_loader, read_classes
 from .ema import ModelEMA
-from .evaluate import run_eval
+from .validation import run_eval
 from .metrics import MetricsLog, plot_confusion, plot_curves, write_json
 from .optim import CosineSchedule, build_optimizer, scaled_lr
 from .threads import ThreadTuner
