@@ -180,7 +180,7 @@ def test_middle_cls_position_and_mean_pool():
 
 
 def test_other_frame_counts_and_resolutions():
-    """Users' #71/#118: a model built for 4 frames at 32 px runs 8 frames at 48 px, and agrees
+    """Users asked for this: a model built for 4 frames at 32 px runs 8 frames at 48 px, and agrees
     with a model built for 8 frames at 48 px whose tables were resampled at load time."""
     for kw in ({}, dict(pos_embed="joint", tubelet_size=2)):
         m = small(**kw).eval()

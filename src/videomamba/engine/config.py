@@ -65,7 +65,7 @@ class DataSection:
 
 @dataclass
 class AugmentSection:
-    """Training augmentations (SPEC section 2). ``rand_augment: null`` and zeros switch parts off."""
+    """Training augmentations (the release's recipe). ``rand_augment: null`` and zeros switch parts off."""
 
     rand_augment: str | None = "rand-m7-n4-mstd0.5-inc1"
     random_crop: bool = True               # random resized crop (false: resize + centre crop)
@@ -152,7 +152,7 @@ class TrainSection:
 
 @dataclass
 class DistillSection:
-    """Self-distillation (SPEC section 2): on when ``teacher`` is set (see engine/methods.py).
+    """Self-distillation: on when ``teacher`` is set (see engine/methods.py).
 
     loss = task loss + weight * mean over tokens of (2 - 2 cos(student, teacher)); the student
     gets a ``distill_head`` (RMSNorm -> Linear(D_student, D_teacher)), the exported model drops it.
@@ -165,7 +165,7 @@ class DistillSection:
 
 @dataclass
 class PretrainSection:
-    """Masked pretraining (SPEC section 2): on when ``teacher`` is set; labels are not used and there
+    """Masked pretraining: on when ``teacher`` is set; labels are not used and there
     is no validation. ``model/`` then holds the encoder, ready for ``model.pretrained``."""
 
     teacher: str | None = None             # VideoMamba dir / checkpoint (+ teacher_model), a local transformers dir,
