@@ -98,21 +98,20 @@ def _cpu_kernel_builds() -> bool:
 
 def fixtures_dir() -> Path:
     """Where the conformance fixtures (outputs of the original code) are looked up:
-    ``$VIDEOMAMBA_FIXTURES``, else ``tests/fixtures`` when it exists, else ``../shared/fixtures``
-    next to the repository."""
+    ``$VIDEOMAMBA_FIXTURES``, else ``tests/fixtures``."""
     env = os.environ.get("VIDEOMAMBA_FIXTURES")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve().parent / "fixtures"
-    return here if here.is_dir() else Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+    return Path(env) if env else Path(__file__).resolve().parent / "fixtures"
 
 
-FIXTURE_HOW = ("the fixtures ship in tests/fixtures; or set VIDEOMAMBA_FIXTURES to a folder holding "
-               "them")
+# The fixture files tests load (tests/fixtures/README.md says where each comes from).
+FIXTURE_FILES = ("official_tiny_t1.pt", "official_mm_tiny.pt", "vim_midcls_tiny.pth", "vim_midcls_tiny_io.pt",
+                 "mask_pt_tiny.pth", "mask_pt_tiny_io.pt")
+FIXTURE_HOW = ("the fixtures ship in tests/fixtures (restore them from the repository); or set "
+               "VIDEOMAMBA_FIXTURES to a folder holding them")
 
 README_SETUP = {
     "cpu kernel": _cpu_kernel_builds,
-    "conformance fixture": lambda: (fixtures_dir() / "official_tiny_t1.pt").is_file(),
+    "conformance fixture": lambda: all((fixtures_dir() / f).is_file() for f in FIXTURE_FILES),
     "av": lambda: _has_module("av"),
     "matplotlib": lambda: _has_module("matplotlib"),
     "transformers": lambda: _has_module("transformers"),
