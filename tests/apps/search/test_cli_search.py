@@ -91,10 +91,10 @@ def test_text_search_with_the_libraries_video_text_model(tmp_path, motion_dir, c
     assert len(hits) == 3 and hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
     model = videomamba.create_model(None, pretrained=str(model_dir)).eval()
     h = hits[0]
-    with Index.open(ix) as index:
-        from videomamba.apps.search.windows import plan_span, probe
-        info, times = probe(h["path"])
-        plan = plan_span(info, times, round(1000 * h["start"]), round(1000 * h["end"]), 4)
+    from videomamba.apps.search.windows import plan_span, probe
+
+    info, times = probe(h["path"])
+    plan = plan_span(info, times, round(1000 * h["start"]), round(1000 * h["end"]), 4)
     frames = decode_video(h["path"], list(plan.indices), layout="TCHW").frames
     x = TF.normalize(TF.center_crop(TF.resize_short_side(frames, 32), 32)).unsqueeze(0)
     with torch.no_grad():
