@@ -8,10 +8,12 @@
 Each setting runs in its own process, as a user's process would start with it in the environment
 (glibc reads ``MALLOC_MMAP_THRESHOLD_`` / ``GLIBC_TUNABLES`` at start): glibc's default; the mmap
 threshold fixed at 1 MiB (what ``VIDEOMAMBA_MALLOC_TUNE=1`` sets), 4 MiB and 16 MiB; 1 MiB with
-transparent huge pages for the mapped blocks (``glibc.malloc.hugetlb=1``: one page fault per
-2 MiB instead of per 4 KiB, where the kernel allows it); and at most two malloc arenas. A step is
-forward, a loss, backward and AdamW; the median of the steps after the first, and the process's
-peak RSS (``ru_maxrss``), are recorded.
+transparent huge pages for the mapped blocks, asked of glibc (``glibc.malloc.hugetlb=1``) or of
+torch's CPU allocator (``THP_MEM_ALLOC_ENABLE=1``: blocks of 2 MiB or more aligned and advised as
+huge pages): one page fault per 2 MiB instead of per 4 KiB, where the kernel allows it; and at
+most two malloc arenas. A step is forward, a loss, backward and AdamW; the median of the steps
+after the first, the process's peak RSS (``ru_maxrss``) and its minor page faults (``ru_minflt``,
+a count that other load does not change) are recorded.
 
 Writes ``benchmarks/results/bench_malloc.json`` (or ``--out``; the CPU's name, the command,
 repo-relative paths) and prints one line per setting.
@@ -34,13 +36,14 @@ from harness.paths import REPO, scrub  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "bench_malloc.json"
 MALLOC_VARS = ("MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES", "MALLOC_ARENA_MAX", "VIDEOMAMBA_MALLOC_TUNE",
-               "VIDEOMAMBA_NO_MALLOC_TUNE")
+               "VIDEOMAMBA_NO_MALLOC_TUNE", "THP_MEM_ALLOC_ENABLE")
 SETTINGS = {
     "glibc default": {},
     "mmap threshold 1 MiB": {"MALLOC_MMAP_THRESHOLD_": "1048576"},
     "mmap threshold 4 MiB": {"MALLOC_MMAP_THRESHOLD_": "4194304"},
     "mmap threshold 16 MiB": {"MALLOC_MMAP_THRESHOLD_": "16777216"},
     "mmap threshold 1 MiB + huge pages": {"MALLOC_MMAP_THRESHOLD_": "1048576", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
+    "mmap threshold 1 MiB + torch huge pages": {"MALLOC_MMAP_THRESHOLD_": "1048576", "THP_MEM_ALLOC_ENABLE": "1"},
     "at most 2 arenas": {"MALLOC_ARENA_MAX": "2"},
 }
 
@@ -92,7 +95,7 @@ def run_setting(env_extra: dict, cfg: dict) -> dict:
     if proc.returncode != 0:
         return {"status": "error", "error": errors[-1500:]}
     return {"status": "ok", **json.loads(text.strip().splitlines()[-1]), "peak_rss_mb": ru.ru_maxrss / 1024,
-            "wall_s": time.perf_counter() - t0}
+            "minor_page_faults": ru.ru_minflt, "wall_s": time.perf_counter() - t0}
 
 
 def main(argv=None) -> int:
@@ -121,7 +124,7 @@ def main(argv=None) -> int:
             continue
         r = {"env": env, **run_setting(env, cfg)}
         res["settings"][name] = r
-        print(json.dumps({"setting": name, **{k: r[k] for k in ("status", "median_step_s", "peak_rss_mb")
+        print(json.dumps({"setting": name, **{k: r[k] for k in ("status", "median_step_s", "peak_rss_mb", "minor_page_faults")
                                               if k in r}}), flush=True)
         atomic_write_text(args.out, json.dumps(scrub(res), indent=1) + "\n")
     return 0

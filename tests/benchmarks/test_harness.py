@@ -459,3 +459,16 @@ def test_demo_timing_neighbour_burns_a_core_and_stops():
     import os
     with pytest.raises(ProcessLookupError):
         os.kill(nb.pid, 0)                # gone, reaped
+
+
+def test_old_kernel_output_is_shown_with_its_exp_row_for_what_it_is():
+    scan = {"argv": ["benchmarks/bench_scan.py"], "status": "ok", "wall_s": 3.0,
+            "data": {"scan": [{"E": 384, "L": 3137, "N": 16, "B": 1, "impl": "floor", "mode": "exp", "median_ms": 5.8},
+                              {"E": 384, "L": 3137, "N": 16, "B": 1, "impl": "cpu", "mode": "fwd", "median_ms": 4.18}],
+                     "targets": {"fwd_over_exp_floor": 0.72, "pass": {"fwd <= 1.5x exp floor": True,
+                                                                      "fwd >= 30x ref": True}}}}
+    text = report.scan_section(scan, {"matmul_fp32_flops": 374e9})
+    floor_ms = 1e3 * 4 * 3137 * 384 * 16 / 187e9                           # 0.412 ms
+    assert f"| roofline (compute floor) | fwd | {floor_ms:.4g} |" in text
+    assert "materialised: not a floor" in text and "exp floor" not in text and "fwd >= 30x ref" in text
+    assert f'"fwd_over_roofline": {4.18 / floor_ms}' in text                # 10.1: above its floor
