@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from videomamba.apps.evaluate import evaluate
+from videomamba.apps.evaluate import EvalOptions, evaluate
 from videomamba.apps.predict import predict
 from videomamba.engine import ConfigError, train
 from videomamba.engine.ema import ModelEMA
@@ -81,7 +81,8 @@ def test_regression_task_end_to_end(tmp_path):
     res = train(None, _ov(tmp_path, **{"task.type": "regression", "optim.epochs": 2}),
                 train_dataset=ToyVideos(8, regression=True), val_dataset=ToyVideos(4, train=False, regression=True))
     assert res.model.num_classes == 1 and "mse" in res.metrics and res.best["metric"] == "mse"
-    ev = evaluate(res.export_dir, dataset=ToyVideos(4, train=False, regression=True, views=2), progress=False, log=None)
+    ev = evaluate(res.export_dir, dataset=ToyVideos(4, train=False, regression=True, views=2),
+                  options=EvalOptions(progress=False), log=None)
     assert ev["n"] == 4 and ev["mse"] >= 0 and "top1" not in ev
     with pytest.raises(ConfigError, match="mixup/cutmix"):
         train(None, _ov(tmp_path, **{"task.type": "regression", "augment.mixup": 0.8}))
@@ -101,7 +102,8 @@ def test_fine_tune_from_pretrained_with_new_head(tmp_path):
 def test_evaluate_multi_view_and_shuffled(tmp_path):
     res = train(None, _ov(tmp_path, **{"train.max_steps": 2}), train_dataset=ToyVideos(8))
     ds = ToyVideos(8, train=False, views=3)
-    ev = evaluate(res.export_dir, dataset=ds, shuffle_frames=True, out_dir=tmp_path / "eval", progress=False, log=None)
+    ev = evaluate(res.export_dir, dataset=ds, log=None,
+                  options=EvalOptions(shuffle_frames=True, out_dir=tmp_path / "eval", progress=False))
     assert ev["n"] == 8 and sum(map(sum, ev["confusion"])) == 8 and set(ev["per_class"]) == set(ds.classes)
     assert "shuffled" in ev and (tmp_path / "eval" / "eval_results.json").is_file()
     assert (tmp_path / "eval" / "confusion.png").stat().st_size > 1000

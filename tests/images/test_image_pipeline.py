@@ -83,11 +83,11 @@ def test_train_image_model_and_distill_a_wider_student(images, tmp_path):
 
 
 def test_evaluate_an_image_model(images, tmp_path):
-    from videomamba.apps.evaluate import evaluate
+    from videomamba.apps.evaluate import EvalOptions, evaluate
     from videomamba.engine.trainer import train
 
     res = train(None, {**TINY_IMAGE, "data.train": str(images["train_list"]), "data.root": str(images["root"]),
                        "train.out_dir": str(tmp_path / "run"), "train.final_test": False})
-    out = evaluate(res.export_dir, images["val_list"], root=str(images["root"]), num_workers=0, progress=False,
-                   log=None)
+    out = evaluate(res.export_dir, images["val_list"], root=str(images["root"]),
+                   options=EvalOptions(num_workers=0, progress=False), log=None)
     assert out["n"] == 8

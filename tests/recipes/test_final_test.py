@@ -144,7 +144,7 @@ def test_window_predictions_of_a_long_file(tmp_path):
 def test_lvu_run_scores_one_prediction_per_video(tmp_path):
     """An LVU file cut into windows: training uses windows, the final test and eval pool them per video."""
     from videomamba.data.synthetic import make_synthetic
-    from videomamba.apps.evaluate import evaluate
+    from videomamba.apps.evaluate import EvalOptions, evaluate
 
     make_synthetic(tmp_path / "d", per_class=4, frames=16, size=32, classes=["move_left", "move_right"])
     videos = sorted((tmp_path / "d").rglob("*.mp4"))
@@ -159,5 +159,5 @@ def test_lvu_run_scores_one_prediction_per_video(tmp_path):
     test = json.loads((tmp_path / "run/test_metrics.json").read_text())
     # 'release' windows of 1 s every 0.5 s over 2 s: starts 0, 0.5, 1.0 (1.5 -> 0.5 s = half a window: kept)
     assert test["n"] == len(videos) and test["windows"] == 4 * len(videos)
-    out = evaluate(res.export_dir, lvu, num_workers=0, progress=False, log=None, view_batch=1)
+    out = evaluate(res.export_dir, lvu, options=EvalOptions(num_workers=0, progress=False, view_batch=1), log=None)
     assert out["n"] == len(videos) and out["windows"] == 4 * len(videos)

@@ -57,7 +57,7 @@ def run_demo(out_dir: str | Path = "videomamba-demo", *, epochs: int | None = No
              log: Callable[[str], None] = print) -> dict:
     """Run the demo into ``out_dir`` (data/, run/, eval/, demo_summary.json). Returns the summary."""
     from ..data import make_synthetic
-    from .evaluate import evaluate
+    from .evaluate import EvalOptions, evaluate
     from .predict import format_predictions, predict
     from ..engine.trainer import train
 
@@ -95,9 +95,10 @@ def run_demo(out_dir: str | Path = "videomamba-demo", *, epochs: int | None = No
     t_train = time.time() - t0 - t_data
 
     log("[3/4] evaluating on the validation split, then with the frames of every clip shuffled ...")
-    ev = evaluate(result.export_dir, data["val"], root=data["root"], shuffle_frames=True, out_dir=out / "eval",
-                  device=device, num_workers=cfg.data.num_workers, batch_size=cfg.data.batch_size,
-                  progress=False, log=None)
+    ev = evaluate(result.export_dir, data["val"], root=data["root"], log=None,
+                  options=EvalOptions(shuffle_frames=True, out_dir=out / "eval", device=device,
+                                      num_workers=cfg.data.num_workers, batch_size=cfg.data.batch_size,
+                                      progress=False))
     normal = pair_metrics(ev["confusion"], ev["classes"], pairs)
     shuffled = pair_metrics(ev["shuffled"]["confusion"], ev["classes"], pairs)
 

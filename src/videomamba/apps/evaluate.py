@@ -7,8 +7,9 @@ from __future__ import annotations
 import csv
 import io
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -17,92 +18,119 @@ from ..engine.metrics import plot_confusion, write_json
 from ..engine.tasks import build_task
 from ..engine.validation import run_eval
 
+if TYPE_CHECKING:
+    from ..data.clip_config import ClipConfig
 
-def evaluate(checkpoint: "str | Path | None" = None, annotations: "str | Path | None" = None, *,
-             model: torch.nn.Module | None = None, dataset=None, root: str | None = None, fmt: str = "auto",
-             model_name: str | None = None, classes: "str | list[str] | None" = None,
-             num_frames: int | None = None, img_size: int | None = None, short_side: int | None = None,
-             sampling: str | None = None, sample_stride: int | None = None, clips: int | None = None,
-             crops: int | None = None, batch_size: int = 8, num_workers: int = 2, device: str = "auto",
-             amp: str = "auto", shuffle_frames: bool = False, shuffle_seed: int = 0, out_dir: "str | Path | None" = None,
-             use_ema: bool | None = None, skip_bad: bool = False, progress: bool = True,
-             log: Callable[[str], None] | None = print, view_batch: int | None = None,
-             allow_partial: bool = False) -> dict:
-    """Evaluate a checkpoint (or a ``model``) on an annotation file (or a ``dataset``).
 
-    Preprocessing (frames, size, sampling, test views) defaults to what the model was trained
-    with (kept in its config); arguments override it. ``shuffle_frames`` adds a second pass with
-    the frames of every clip shuffled and reports it under ``"shuffled"``. With ``out_dir``
-    writes ``eval_results.json``, ``per_class.csv`` and ``confusion.png`` (and the shuffled twins).
+@dataclass
+class EvalOptions:
+    """How an evaluation runs (not what it computes): loading, batching, device, outputs."""
+
+    batch_size: int = 8
+    num_workers: int = 2
+    view_batch: int | None = None           # views per forward pass; None: the training config's
+    device: str = "auto"
+    amp: str = "auto"
+    shuffle_frames: bool = False             # a second pass with the frames of every clip shuffled
+    shuffle_seed: int = 0
+    skip_bad: bool = False                   # skip unreadable videos (counted) instead of failing
+    progress: bool = True
+    out_dir: str | Path | None = None        # eval_results.json, per_class.csv, confusion.png
+    model_name: str | None = None            # a preset instead of the file's own architecture
+    use_ema: bool | None = None
+    allow_partial: bool = False              # accept trained weights being dropped
+
+    def __post_init__(self):
+        for k in ("batch_size", "view_batch"):
+            v = getattr(self, k)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ValueError(f"{k} must be a positive integer, got {v!r}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+
+
+def evaluate(source: "str | Path | torch.nn.Module", annotations: "str | Path | None" = None, *,
+             clip: "ClipConfig | dict | None" = None, options: EvalOptions | None = None, dataset=None,
+             root: str | None = None, fmt: str = "auto", classes: "str | list[str] | None" = None,
+             log: Callable[[str], None] | None = print) -> dict:
+    """Evaluate ``source`` (a checkpoint in any layout create_model reads, or a model) on an
+    annotation file (or a ``dataset``).
+
+    clip: the preprocessing; default the model's :class:`ClipConfig` (what it was trained with), a
+    dict overrides some of its fields (``num_frames``, ``img_size``, ``short_side``, ``sampling``,
+    ``sample_stride``, ``test_clips``, ``test_crops``). options: :class:`EvalOptions`. With
+    ``options.shuffle_frames`` a second pass with the frames of every clip shuffled is reported under
+    ``"shuffled"``; with ``options.out_dir`` writes ``eval_results.json``, ``per_class.csv`` and
+    ``confusion.png`` (and the shuffled twins).
     """
-    from ..engine.data import SeededItems, make_loader, read_classes
+    from ..data.clip_config import ClipConfig, class_names as read_class_names
+    from ..engine.data import SeededItems, make_loader
     from ..runtime import resolve_amp
     from .predict import load_for_inference
 
+    o = options or EvalOptions()
     t0 = time.time()
-    info, dev = D.init_distributed(device)
-    if model is None:
-        if checkpoint is None:
-            raise ValueError("give a checkpoint (a saved model directory, a training checkpoint, or an "
-                             "original checkpoint with a model name)")
-        model = load_for_inference(checkpoint, model_name, use_ema, allow_partial, log)
+    info, dev = D.init_distributed(o.device)
+    checkpoint = None
+    if isinstance(source, torch.nn.Module):
+        model = source
+    else:
+        checkpoint = source
+        model = load_for_inference(checkpoint, o.model_name, o.use_ema, o.allow_partial, log)
     model = model.to(dev).eval()
-    mcfg = getattr(model, "cfg", None)
-    extra = dict(getattr(mcfg, "extra", {}) or {})
-    trained = dict(extra.get("data") or {})
-    kind = extra.get("task", "classification")
-    class_names = read_classes(classes) if classes is not None else extra.get("classes")
-    if dataset is None and getattr(mcfg, "image", False):
+    base = ClipConfig.for_model(model, source=str(checkpoint) if checkpoint is not None else None)
+    clip = clip if isinstance(clip, ClipConfig) else base.replace(**(clip or {}))
+    trained = dict((getattr(getattr(model, "cfg", None), "extra", None) or {}).get("data") or {})
+    kind = clip.task
+    names = (list(classes) if isinstance(classes, (list, tuple)) else read_class_names(classes)) \
+        if classes is not None else (list(clip.class_names) if clip.class_names else None)
+    if dataset is None and getattr(model.cfg, "image", False):
         if annotations is None:
             raise ValueError("give an image list or folder to evaluate on")
         from ..data.images import ImageDataset
 
         dataset = ImageDataset(str(annotations), root=root, fmt=fmt if fmt in ("imagenet", "imagefolder") else "auto",
-                               train=False, img_size=img_size or trained.get("img_size") or getattr(mcfg, "img_size", 224),
-                               classes=class_names)
+                               train=False, img_size=clip.img_size, classes=names)
     if dataset is None:
         if annotations is None:
             raise ValueError("give an annotation file to evaluate on")
         from ..data import VideoDataset
 
-        dataset = VideoDataset(
-            str(annotations), root=root, fmt=fmt, train=False,
-            num_frames=num_frames or trained.get("num_frames") or getattr(mcfg, "num_frames", 8),
-            img_size=img_size or trained.get("img_size") or getattr(mcfg, "img_size", 224),
-            short_side=short_side if short_side is not None else trained.get("short_side"),
-            sampling=sampling or trained.get("sampling", "segment"),
-            sample_stride=sample_stride or trained.get("sample_stride", 4),
-            num_clips=clips or trained.get("test_clips", 1), num_crops=crops or trained.get("test_crops", 1),
-            skip_bad=skip_bad, classes=class_names, annotation_kwargs=_lvu_windows(annotations, fmt, trained))
-    if class_names is None:
-        class_names = list(getattr(dataset, "classes", None) or []) or None
-    num_classes = 1 if kind == "regression" else getattr(model, "num_classes", None) or len(class_names)
-    if kind != "regression" and class_names is not None and len(class_names) != num_classes:
-        raise ValueError(f"the model has {num_classes} outputs but {len(class_names)} class names were given")
+        dataset = VideoDataset(str(annotations), root=root, fmt=fmt, train=False, num_frames=clip.num_frames,
+                               img_size=clip.img_size, short_side=clip.short_side, sampling=clip.sampling,
+                               sample_stride=clip.sample_stride, num_clips=clip.test_clips,
+                               num_crops=clip.test_crops, skip_bad=o.skip_bad, classes=names,
+                               annotation_kwargs=_lvu_windows(annotations, fmt, trained))
+    if names is None:
+        names = list(getattr(dataset, "classes", None) or []) or None
+    num_classes = 1 if kind == "regression" else getattr(model, "num_classes", None) or len(names)
+    if kind != "regression" and names is not None and len(names) != num_classes:
+        raise ValueError(f"the model has {num_classes} outputs but {len(names)} class names were given")
     task = build_task(kind, num_classes)
     if isinstance(dataset, SeededItems):
         dataset = dataset.dataset
-    loader, _ = make_loader(dataset, batch_size, info, train=False, num_workers=num_workers)
-    amp_dtype = resolve_amp(amp, dev)
+    loader, _ = make_loader(dataset, o.batch_size, info, train=False, num_workers=o.num_workers)
+    amp_dtype = resolve_amp(o.amp, dev)
     say = (log if (log and info.is_main) else (lambda s: None))
 
-    view_batch = view_batch or trained.get("view_batch")       # default: the training config's data.view_batch
-    metrics, outputs = run_eval(model, loader, task, dev, amp_dtype, info, classes=class_names, progress=progress,
+    view_batch = o.view_batch or trained.get("view_batch")       # default: the training config's data.view_batch
+    metrics, outputs = run_eval(model, loader, task, dev, amp_dtype, info, classes=names, progress=o.progress,
                                 view_batch=view_batch)
     results = dict(metrics)
     results["checkpoint"] = str(checkpoint) if checkpoint is not None else None
     results["annotations"] = str(annotations) if annotations is not None else None
-    results["views"] = {"clips": getattr(dataset, "num_clips", clips), "crops": getattr(dataset, "num_crops", crops)}
-    if shuffle_frames:
-        sm, _ = run_eval(model, loader, task, dev, amp_dtype, info, classes=class_names, shuffle_seed=shuffle_seed,
-                         progress=progress, desc="eval (frames shuffled)", view_batch=view_batch)
+    results["views"] = {"clips": getattr(dataset, "num_clips", clip.test_clips),
+                        "crops": getattr(dataset, "num_crops", clip.test_crops)}
+    if o.shuffle_frames:
+        sm, _ = run_eval(model, loader, task, dev, amp_dtype, info, classes=names, shuffle_seed=o.shuffle_seed,
+                         progress=o.progress, desc="eval (frames shuffled)", view_batch=view_batch)
         results["shuffled"] = sm
     results["wall_time_s"] = time.time() - t0
     if kind == "classification":
         results["predictions"] = [{"path": p, "label": int(y), "pred": int(q.argmax())}
                                   for p, y, q in zip(outputs["path"], outputs["label"], outputs["pred"])]
-    if out_dir is not None and info.is_main:
-        results["files"] = write_eval_outputs(results, out_dir)
+    if o.out_dir is not None and info.is_main:
+        results["files"] = write_eval_outputs(results, o.out_dir)
     if info.is_main:
         say(format_eval(results))
     return results

@@ -56,7 +56,7 @@ def _is_video_text(path: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..apps.evaluate import evaluate
+    from ..apps.evaluate import EvalOptions, evaluate
 
     if args.retrieval or _is_video_text(args.checkpoint):
         from ..engine.retrieval import evaluate_files
@@ -73,13 +73,15 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps({k: v for k, v in res.items() if not isinstance(v, torch.Tensor)}, indent=2, default=str))
         return 0
 
-    res = evaluate(args.checkpoint, args.annotations, root=args.root, fmt=args.format, model_name=args.model,
-                   classes=args.classes, clips=args.clips, crops=args.crops, num_frames=args.frames,
-                   img_size=args.img_size, short_side=args.short_side, batch_size=args.batch_size,
-                   num_workers=args.workers, device=args.device, amp=args.amp, shuffle_frames=args.shuffle_frames,
-                   out_dir=args.out, use_ema=False if args.no_ema else None, allow_partial=args.allow_partial,
-                   view_batch=args.view_batch, skip_bad=args.skip_bad,
-                   progress=not args.json, log=None if args.json else print)
+    clip = {k: v for k, v in (("num_frames", args.frames), ("img_size", args.img_size),
+                              ("short_side", args.short_side), ("test_clips", args.clips),
+                              ("test_crops", args.crops)) if v is not None}
+    opts = EvalOptions(batch_size=args.batch_size, num_workers=args.workers, view_batch=args.view_batch,
+                       device=args.device, amp=args.amp, shuffle_frames=args.shuffle_frames, skip_bad=args.skip_bad,
+                       progress=not args.json, out_dir=args.out, model_name=args.model,
+                       use_ema=False if args.no_ema else None, allow_partial=args.allow_partial)
+    res = evaluate(args.checkpoint, args.annotations, clip=clip, options=opts, root=args.root, fmt=args.format,
+                   classes=args.classes, log=None if args.json else print)
     if args.json:
         res = {k: v for k, v in res.items() if k != "predictions"}
         print(json.dumps(res, indent=2, default=str))

@@ -33,6 +33,7 @@ class ClipConfig:
     test_crops: int = 1
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    view_batch: int | None = None         # views per forward pass at test time (None: all at once)
     class_names: tuple[str, ...] | None = None
     dataset: str | None = None            # a known dataset these defaults / names came from
     task: str = "classification"
@@ -42,6 +43,8 @@ class ClipConfig:
             v = getattr(self, k)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{k} must be a positive integer, got {v!r}")
+        if self.view_batch is not None and (not isinstance(self.view_batch, int) or self.view_batch < 1):
+            raise ValueError(f"view_batch must be null or a positive integer, got {self.view_batch!r}")
         if self.short_side is not None and self.short_side < self.img_size:
             raise ValueError(f"short_side ({self.short_side}) must be >= img_size ({self.img_size})")
         if self.sampling not in SAMPLINGS:
