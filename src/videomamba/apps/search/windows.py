@@ -56,12 +56,19 @@ class ClipSpec:
 def clip_spec(model) -> ClipSpec:
     """The one place that reads a model's input geometry (frames, size, normalisation).
 
-    Looks at ``model.cfg`` (and a nested ``vision`` / ``video`` config, for wrappers around a backbone),
-    preferring what training recorded in ``cfg.extra["data"]``.
+    A backbone (``model.cfg.num_frames``) goes through :meth:`videomamba.data.clip_config.ClipConfig.for_model`
+    (what training saved, else the release's defaults); a wrapper such as the video-text model through
+    its nested ``vision`` config, preferring what training recorded in ``extra["data"]``.
     """
     cfg = getattr(model, "cfg", None)
     if cfg is None:
         raise ValueError(f"{type(model).__name__} has no .cfg: cannot tell its frames and input size")
+    if getattr(cfg, "num_frames", None):          # a backbone: the library's clip config decides
+        from ...data.clip_config import ClipConfig
+
+        c = ClipConfig.for_model(model)
+        return ClipSpec(c.num_frames, c.img_size, c.short_side or c.img_size, tuple(c.mean), tuple(c.std))
+    # a wrapper (video-text): its vision tower's config, and what training saved
     cands = [cfg] + [getattr(cfg, k) for k in ("vision", "video", "backbone") if getattr(cfg, k, None) is not None]
     extra = {}
     for c in cands:
