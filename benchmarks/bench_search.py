@@ -53,6 +53,7 @@ def machine() -> dict:
     import torch
 
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "load_average_1min_at_end": round(os.getloadavg()[0], 2),
             "python": platform.python_version(), "torch": torch.__version__}
 
 
