@@ -65,14 +65,21 @@ def test_conv_op_passes_opcheck(bias, silu, reverse):
     torch.library.opcheck(torch.ops.videomamba.causal_conv1d_fwd.default, (x, w, b, silu, reverse))
 
 
-def test_ops_gradients_match_the_oracles():
-    """The ops' autograd registration, called directly (no wrapper), against the oracles."""
+@pytest.mark.parametrize("dispatch", [True, False], ids=["custom_op", "eager_function"])
+def test_ops_gradients_match_the_oracles(dispatch):
+    """The ops' autograd registration (dispatch=True, as under torch.compile) and the eager
+    autograd.Function around the same implementations, against the oracles."""
     require_cpu_kernel()
     x = scan_inputs(Bz=2, E=8, N=4, L=37, G=2)
     out, grads = run_with_grads(library.selective_scan_op, x, delta_softplus=True,
-                                return_last_state=True)
-    ref, ref_grads = run_with_grads(selective_scan_ref, x, delta_softplus=True,
-                                    return_last_state=True)
+                                return_last_state=True, reverse=True, dispatch=dispatch)
+
+    def ref_reversed(**kw):  # reverse = flip -> scan -> flip (the last state is the one at t = 0)
+        r = {k: (v.flip(-1) if k in ("u", "delta", "B", "C", "z") else v) for k, v in kw.items()
+             if k in x}
+        out, last = selective_scan_ref(**r, delta_softplus=True, return_last_state=True)
+        return out.flip(-1), last
+    ref, ref_grads = run_with_grads(ref_reversed, x)
     for a, b, name in zip(out, ref, ("out", "last")):
         assert_close_scaled(a, b, 1e-5, 1e-6, name)
     for k in ref_grads:
@@ -83,7 +90,8 @@ def test_ops_gradients_match_the_oracles():
     w = torch.randn(6, 3, generator=g, requires_grad=True)
     b = torch.randn(6, generator=g, requires_grad=True)
     cot = torch.randn(2, 6, 13, generator=g)
-    got = torch.autograd.grad((library.causal_conv1d_op(xs, w, b, True) * cot).sum(), (xs, w, b))
+    got = torch.autograd.grad((library.causal_conv1d_op(xs, w, b, True, dispatch=dispatch) * cot).sum(),
+                              (xs, w, b))
     exp = torch.autograd.grad((causal_conv1d_ref(xs, w, b, "silu") * cot).sum(), (xs, w, b))
     for a, e, name in zip(got, exp, ("dx", "dw", "db")):
         assert_close_scaled(a, e, 1e-5, 1e-6, name)
