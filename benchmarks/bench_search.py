@@ -13,7 +13,6 @@ background), written frame by frame, so making a long one needs no memory either
 from __future__ import annotations
 
 import argparse
-import fractions
 import json
 import math
 import os
@@ -81,8 +80,6 @@ def peak_rss_mb() -> float:
 def make_long_video(path: Path, minutes: float, fps: int = 8, size: int = 96, seed: int = 0) -> Path:
     """A square that moves left, right, up, down in turn (4 s each) over a fixed textured background;
     frames are rendered and encoded one at a time (h264, yuv420p)."""
-    import av
-
     rng = np.random.default_rng(seed)
     bg = (rng.integers(40, 90, (size, size, 3))).astype(np.uint8)
     n = int(round(minutes * 60 * fps))
@@ -90,11 +87,9 @@ def make_long_video(path: Path, minutes: float, fps: int = 8, size: int = 96, se
     steps = {0: (-1, 0), 1: (1, 0), 2: (0, -1), 3: (0, 1)}
     sq, travel = size // 8, size / 3
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.mp4")
-    with av.open(str(tmp), "w", format="mp4") as c:
-        s = c.add_stream("libx264", rate=fps, options={"crf": "23", "preset": "veryfast", "threads": "1"})
-        s.width = s.height = size
-        s.pix_fmt = "yuv420p"
+    from videomamba.data.video import write_video
+
+    def frames():
         for t in range(n):
             dx, dy = steps[(t // per) % 4]
             u = (t % per) / (per - 1)
@@ -102,14 +97,9 @@ def make_long_video(path: Path, minutes: float, fps: int = 8, size: int = 96, se
             cy = size / 2 - dy * travel / 2 + dy * travel * u
             f = bg.copy()
             f[int(cy - sq):int(cy + sq), int(cx - sq):int(cx + sq)] = (230, 200, 40)
-            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
-            frame.pts, frame.time_base = t, fractions.Fraction(1, fps)
-            for p in s.encode(frame):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    os.replace(tmp, path)
-    return path
+            yield f
+
+    return write_video(path, frames(), fps=fps, crf=23, preset="veryfast")
 
 
 def save_model(preset: str, out: Path) -> Path:
@@ -130,8 +120,11 @@ def child_index(model: str, video: str, index: str, length: float, stride: float
     """Index one video in this process; peak RSS before (model loaded) and after."""
     from videomamba.apps.search import Index, WindowSpec, load_embedder
 
+    import torch
+
     emb = load_embedder(model, device="cpu")
-    _ = emb.dim
+    c = emb.clip
+    emb.embed_video(torch.zeros(batch, 3, c.num_frames, c.img_size, c.img_size))   # warm-up, as for the raw rate
     before = peak_rss_mb()
     t0 = time.perf_counter()
     with Index.open(index, emb, window=WindowSpec(length, stride)) as ix:
@@ -204,17 +197,21 @@ def cmd_memory(args) -> None:
     })
 
 
+THROUGHPUT_MINUTES = {"demo": 10, "tiny": 2}     # of video per model: a few hundred windows, or ~60 for tiny
+
+
 def cmd_throughput(args) -> None:
     work = Path(args.work)
-    video = work / f"long_{args.minutes}min.mp4"
-    if not video.exists():
-        make_long_video(video, args.minutes)
-    out = {"what": "indexer clips/s (decode + preprocess + embed + SQLite) against the model alone on "
-                   "random input of the same shape and batch size",
-           "command": "python benchmarks/bench_search.py throughput", "video_minutes": args.minutes,
+    out = {"what": "indexer clips/s (decode + preprocess + embed + SQLite + FAISS, timed over Index.add) against "
+                   "the model alone on random input of the same shape and batch size; both after one warm-up batch",
+           "command": "python benchmarks/bench_search.py throughput",
            "window_s": args.window, "stride_s": args.stride, "batch_size": args.batch_size, "models": {},
            "machine": machine(), "date": time.strftime("%Y-%m-%d")}
     for preset in args.models:
+        minutes = args.minutes or THROUGHPUT_MINUTES[preset]
+        video = work / f"long_{minutes}min.mp4"
+        if not video.exists():
+            make_long_video(video, minutes)
         model = save_model(preset, work / f"model_{preset}")
         index = work / f"index_tp_{preset}"
         if index.exists():
@@ -224,7 +221,8 @@ def cmd_throughput(args) -> None:
                         stride=args.stride, batch=args.batch_size)
         raw = run_child("child_raw", model=str(model), batch=args.batch_size, clips=idx["windows"])
         overhead = 1 - idx["clips_per_s"] / raw["clips_per_s"]
-        out["models"][preset] = {"config": MODELS[preset], "indexer": idx, "raw": raw, "overhead": overhead}
+        out["models"][preset] = {"config": MODELS[preset], "video_minutes": minutes, "indexer": idx, "raw": raw,
+                                 "overhead": overhead}
         print(f"{preset}: indexer {idx['clips_per_s']:.2f} clips/s, raw {raw['clips_per_s']:.2f} clips/s, "
               f"overhead {100 * overhead:.1f} %")
     write_result("throughput", out)
@@ -382,7 +380,7 @@ def main(argv=None) -> int:
     m.add_argument("--work", default=work_default)
     t = sub.add_parser("throughput")
     t.add_argument("--models", nargs="+", default=["demo", "tiny"], choices=list(MODELS))
-    t.add_argument("--minutes", type=float, default=2)
+    t.add_argument("--minutes", type=float, default=None, help="video length (default: 10 min demo, 2 min tiny)")
     t.add_argument("--window", type=float, default=4.0)
     t.add_argument("--stride", type=float, default=2.0)
     t.add_argument("--batch-size", type=int, default=8)

@@ -6,7 +6,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "videomamba"
 
 LAYER = {
-    "fileio": 0, "runtime": 0,
+    "fileio": 0, "runtime": 0, "constants": 0,
     "ops": 1,
     "layers": 2,
     "models": 3, "checkpoint": 3, "data": 3,

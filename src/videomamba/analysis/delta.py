@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
 
 
 def delta_maps(deltas, grid: tuple[int, int, int], cls_index: int | None) -> torch.Tensor:
@@ -175,30 +175,11 @@ def save_animation(frames: torch.Tensor, heat: torch.Tensor, layers: list[int], 
                            duration=int(1000 / fps), loop=0)
         return path
     if suffix == ".mp4":
-        import av
+        import numpy as np
 
-        w, h = images[0].size
-        w2, h2 = w + w % 2, h + h % 2                        # yuv420p needs even sizes
-        with atomic_path(path) as tmp:
-            with av.open(str(tmp), mode="w", format="mp4") as container:
-                stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=int(fps))
-                stream.width, stream.height, stream.pix_fmt = w2, h2, "yuv420p"
-                for img in images:
-                    canvas = img if (w2, h2) == (w, h) else _pad(img, w2, h2)
-                    for pkt in stream.encode(av.VideoFrame.from_image(canvas)):
-                        container.mux(pkt)
-                for pkt in stream.encode():
-                    container.mux(pkt)
-        return path
+        from ..data.video import write_video
+        return write_video(path, (np.asarray(img.convert("RGB")) for img in images), fps=fps)
     raise ValueError(f"animation path must end in .gif or .mp4, got {path.name!r}")
-
-
-def _pad(img, w, h):
-    from PIL import Image
-
-    canvas = Image.new("RGB", (w, h), "white")
-    canvas.paste(img, (0, 0))
-    return canvas
 
 
 def visualise_clip(model, clip: torch.Tensor, out_dir: str | Path, layers: list[int] | None = None,

@@ -82,8 +82,7 @@ def evaluate(source: "str | Path | torch.nn.Module", annotations: "str | Path | 
     clip = clip if isinstance(clip, ClipConfig) else base.replace(**(clip or {}))
     trained = dict((getattr(getattr(model, "cfg", None), "extra", None) or {}).get("data") or {})
     kind = clip.task
-    names = (list(classes) if isinstance(classes, (list, tuple)) else read_class_names(classes)) \
-        if classes is not None else (list(clip.class_names) if clip.class_names else None)
+    names = read_class_names(classes) if classes is not None else (list(clip.class_names) if clip.class_names else None)
     if dataset is None and getattr(model.cfg, "image", False):
         if annotations is None:
             raise ValueError("give an image list or folder to evaluate on")

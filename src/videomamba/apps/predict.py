@@ -120,8 +120,7 @@ def predict(videos: "str | Path | list[str | Path]", checkpoint: "str | Path | N
     clip = clip.replace(num_frames=num_frames, img_size=img_size, short_side=short_side)
     kind = clip.task
     K = model.num_classes
-    names = list(labels) if isinstance(labels, (list, tuple)) else (
-        class_names(labels) if labels is not None else (list(clip.class_names) if clip.class_names else None))
+    names = class_names(labels) if labels is not None else (list(clip.class_names) if clip.class_names else None)
     if kind != "regression" and names is not None and len(names) != K:
         raise ValueError(f"the model has {K} classes but {len(names)} labels were given")
     # a long video deserves more than one clip: default to the test views of training

@@ -129,10 +129,12 @@ def guess_dataset(source: str | None, num_classes: int) -> str | None:
     return _UNIQUE_SIZES.get(int(num_classes or 0))
 
 
-def class_names(dataset_or_file: str) -> list[str]:
-    """Index-ordered class names: a shipped list (``Kinetics400``, ``SomethingSomethingV2``,
-    ``Breakfast``, ``COIN``, ``HMDB51``, ``UCF101``, ``LVU_*``; or a short name such as ``k400``)
-    or a text file with one name per line."""
+def class_names(dataset_or_file) -> list[str]:
+    """Index-ordered class names: a list of names, a shipped list (``Kinetics400``,
+    ``SomethingSomethingV2``, ``Breakfast``, ``COIN``, ``HMDB51``, ``UCF101``, ``LVU_*``; or a short
+    name such as ``k400``) or a text file with one name per line (:func:`~.annotations.load_classes`)."""
+    if isinstance(dataset_or_file, (list, tuple)):
+        return [str(c) for c in dataset_or_file]
     key = DATASET_LABELS.get(str(dataset_or_file).lower(), str(dataset_or_file))
     res = resources.files("videomamba.data") / "labels" / f"{key}.txt"
     if res.is_file():

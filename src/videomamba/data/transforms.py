@@ -11,8 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..constants import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 (re-exported)
 
 
 def _as_uint8(x: torch.Tensor) -> torch.Tensor:

@@ -192,17 +192,3 @@ class _ImageMixup:
             x, target = self.mix(x.unsqueeze(2), y)
             return x.squeeze(2), target
         return self.mix(x, y)
-
-
-def read_classes(spec) -> list[str] | None:
-    """``classes``: None, a list of names, or a text file with one name per line."""
-    if spec is None:
-        return None
-    if isinstance(spec, (list, tuple)):
-        return [str(c) for c in spec]
-    from pathlib import Path
-
-    p = Path(spec)
-    if not p.is_file():
-        raise FileNotFoundError(f"classes file {spec} does not exist")
-    return [line.strip() for line in p.read_text().splitlines() if line.strip()]

@@ -24,7 +24,8 @@ import torch
 from . import distributed as D
 from ..runtime import resolve_amp
 from .config import ConfigError, TrainConfig, dump_yaml, load_config
-from .data import build_dataset, build_mixup, make_loader, read_classes
+from ..data.clip_config import class_names
+from .data import build_dataset, build_mixup, make_loader
 from .ema import ModelEMA
 from .validation import run_eval
 from .metrics import MetricsLog, plot_confusion, plot_curves, write_json
@@ -183,7 +184,7 @@ class _Trainer:
         if cfg.task.type == "retrieval":            # video-text: engine/video_text.py
             from . import video_text
             return video_text.setup_data(self)
-        classes = read_classes(d.classes)
+        classes = class_names(d.classes) if d.classes is not None else None
         if self.train_dataset is None:
             if not d.train:
                 raise ConfigError("data.train is not set: give a training annotation file "

@@ -47,9 +47,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .distill import freeze
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from .videomamba import VideoMamba
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 OPENAI_CLIP_MEAN, OPENAI_CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
 

@@ -35,11 +35,10 @@ import torch.nn.functional as F
 
 from .config import VideoMambaConfig
 from .text import FusionBert, TextConfig, TextTokenizer, build_mlm_head
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from .videomamba import VideoMamba
 
 ARCHITECTURE = "VideoTextModel"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 POOL_TYPES = ("cls+avg", "avg", "cls")
 
 # The release's m16 vision tower (videomamba_middle, 8 frames, 224^2).
