@@ -6,7 +6,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/_requirements.py for every test module
-from _requirements import FIXTURE_HOW, fixtures_dir, in_ci, require_file  # noqa: E402
+from _requirements import FIXTURE_HOW, README_INSTALL, fixtures_dir, in_ci, require_file  # noqa: E402
 
 FIXTURES = fixtures_dir()
 OFFICIAL = FIXTURES / "official_tiny_t1.pt"
@@ -54,22 +54,48 @@ def _skip_message(rep) -> str:
     return lr[2] if isinstance(lr, tuple) and len(lr) == 3 else str(lr)
 
 
-def _fail_skip_under_ci(rep, what: str) -> None:
-    if rep.skipped and not hasattr(rep, "wasxfail") and in_ci():
+def _apply_skip_policy(rep, what: str) -> None:
+    """Under CI a skip becomes a failure; elsewhere a skip message that does not say how to
+    enable the test gets the README's set-up as the way."""
+    if not rep.skipped or hasattr(rep, "wasxfail"):
+        return
+    if in_ci():
         rep.outcome = "failed"
         rep.longrepr = (f"{what} was skipped under CI={os.environ.get('CI')}, where every test must run: "
                         f"{_skip_message(rep)}")
+    elif isinstance(rep.longrepr, tuple) and len(rep.longrepr) == 3 and "to run this test" not in rep.longrepr[2]:
+        path, line, msg = rep.longrepr
+        rep.longrepr = (path, line, f"{msg} -- to run this test: {README_INSTALL}")
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Under CI any skip (a missing kernel, fixture or optional package) is a failure."""
     outcome = yield
-    _fail_skip_under_ci(outcome.get_result(), item.nodeid)
+    _apply_skip_policy(outcome.get_result(), item.nodeid)
+
+
+_ci_collection_skips: list[str] = []
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_make_collect_report(collector):
-    """The same for a module or folder skipped at collection (``importorskip`` at import time)."""
+    """A module or folder skipped at collection (``importorskip`` at import time): the same
+    message rule; under CI it is recorded and fails the session at the end (turning the report
+    itself into a failure would stop the whole run as a collection error)."""
     outcome = yield
-    _fail_skip_under_ci(outcome.get_result(), collector.nodeid or "collection")
+    rep = outcome.get_result()
+    if rep.skipped and in_ci():
+        _ci_collection_skips.append(f"{collector.nodeid or 'collection'}: {_skip_message(rep)}")
+    elif rep.skipped:
+        _apply_skip_policy(rep, collector.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter):
+    for line in _ci_collection_skips:
+        terminalreporter.write_line(f"FAILED (skipped at collection under CI) {line}", red=True)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _ci_collection_skips and exitstatus == 0:
+        session.exitstatus = 1

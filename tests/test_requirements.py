@@ -136,6 +136,7 @@ def _inner_run(tmp_path, ci: str | None):
     shutil.copy(TESTS / "conftest.py", d / "conftest.py")
     shutil.copy(TESTS / "_requirements.py", d / "_requirements.py")
     (d / "test_inner.py").write_text(_INNER)
+    (d / "test_inner_module.py").write_text('import pytest\npytest.importorskip("videomamba_no_such_module")\n')
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     if ci is not None:
         env["CI"] = ci
@@ -147,12 +148,14 @@ def _inner_run(tmp_path, ci: str | None):
 def test_skips_say_how_to_enable_and_fail_under_ci(tmp_path):
     code, out = _inner_run(tmp_path, None)
     assert code == 0, out
-    assert "1 passed, 3 skipped, 1 deselected" in out, out
+    assert "1 passed, 4 skipped, 1 deselected" in out, out
     assert "to run this test: pip install it" in out and "to run this test: copy it there" in out
+    assert f"No module named 'videomamba_no_such_module' -- to run this test: {README_INSTALL}" in out
     code, out = _inner_run(tmp_path, "true")
     assert code == 1, out
-    assert "3 failed, 1 passed, 1 deselected" in out, out
+    assert "3 failed, 1 passed, 1 skipped, 1 deselected" in out, out
     assert "required under CI=true" in out and "skipped under CI=true" in out
+    assert "FAILED (skipped at collection under CI) test_inner_module.py" in out, out
 
 
 def test_ci_flag_values(monkeypatch):
