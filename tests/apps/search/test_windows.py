@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from videomamba.apps.search.windows import (ClipSpec, WindowSpec, iter_windows, plan_windows, probe,
-                                            to_model_input, window_bounds)
+from videomamba.apps.search.windows import (ClipSpec, WindowSpec, batch_to_model_input, iter_windows, plan_windows,
+                                            probe, to_model_input, window_bounds)
 from videomamba.data import transforms as TF
 from videomamba.data.video import VideoDecodeError, decode_video
 
@@ -44,6 +44,9 @@ def test_streaming_decode_matches_random_access_decode(tmp_path):
         assert torch.equal(w.frames, ref)
     x = to_model_input(got[0].frames, clip)
     assert x.shape == (3, 5, 32, 32) and x.dtype == torch.float32
+    xb = batch_to_model_input([w.frames for w in got[:3]], clip)
+    assert xb.shape == (3, 3, 5, 32, 32)
+    torch.testing.assert_close(xb[0], x, rtol=0, atol=1e-5)     # the library's normalize, as one multiply-add
 
 
 def test_truncated_file_raises_decode_error(tmp_path):

@@ -38,8 +38,8 @@ import numpy as np
 from ...data.video import VideoDecodeError
 from .embedders import Embedder, TextQueryUnsupported
 from .vectors import KINDS, VectorStore, choose_kind
-from .windows import (TIME_SCALE, ClipSpec, WindowPlan, WindowSpec, iter_windows, plan_span, plan_windows, probe,
-                      to_model_input)
+from .windows import (TIME_SCALE, ClipSpec, WindowPlan, WindowSpec, batch_to_model_input, iter_windows, plan_span,
+                      plan_windows, probe)
 
 log = logging.getLogger(__name__)
 
@@ -392,9 +392,7 @@ class Index:
 
         def flush():
             if batch:
-                import torch
-
-                inputs = torch.stack([to_model_input(f, clip) for _, _, f in batch])   # (B, 3, T, H, W)
+                inputs = batch_to_model_input([f for _, _, f in batch], clip)            # (B, 3, T, H, W)
                 vecs = embedder.embed_video(inputs)                                      # (B, d)
                 rows = [(h, w.start_ms, w.end_ms, v.tobytes()) for (h, w, _), v in zip(batch, vecs)]
             else:
@@ -550,7 +548,7 @@ class Index:
         plan = plan_span(info, times, round(start * TIME_SCALE), round(end * TIME_SCALE),
                          self.settings["num_frames"])
         w = next(iter_windows(path, [plan], self.clip))
-        return embedder.embed_video(to_model_input(w.frames, self.clip).unsqueeze(0))[0]
+        return embedder.embed_video(batch_to_model_input([w.frames], self.clip))[0]
 
     def search(self, query: str | np.ndarray, topk: int = 10, embedder: Embedder | None = None,
                merge: bool = True, margin: float = 0.05) -> list[Hit]:

@@ -163,6 +163,16 @@ def to_model_input(frames: torch.Tensor, clip: ClipSpec) -> torch.Tensor:
     return TF.normalize(frames, clip.mean, clip.std)
 
 
+def batch_to_model_input(clips: list[torch.Tensor], clip: ClipSpec) -> torch.Tensor:
+    """B clips (T, 3, H, W) uint8 -> (B, 3, T, H, W) float32, normalised like :func:`to_model_input`
+    (``(x / 255 - mean) / std`` as one multiply-add over the batch: per-clip small ops cost more than
+    the arithmetic)."""
+    x = torch.stack(clips).permute(0, 2, 1, 3, 4).to(torch.float32)          # (B, 3, T, H, W)
+    std = torch.tensor(clip.std, dtype=torch.float32).view(1, 3, 1, 1, 1)
+    mean = torch.tensor(clip.mean, dtype=torch.float32).view(1, 3, 1, 1, 1)
+    return x.mul_(1.0 / (255.0 * std)).sub_(mean / std).contiguous()
+
+
 def _prepare(rgb: np.ndarray, clip: ClipSpec) -> torch.Tensor:
     x = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)                   # (1, 3, H, W) uint8
     x = TF.center_crop(TF.resize_short_side(x, clip.short_side), clip.img_size)
