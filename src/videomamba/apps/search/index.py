@@ -179,15 +179,19 @@ class Index:
             raise FileNotFoundError(f"no index at {path} (expected {db}); build one with 'videomamba index'")
         if index_type is not None and index_type not in KINDS:
             raise ValueError(f"index type must be one of {KINDS}, got {index_type!r}")
-        if exists and path.is_file():
+        if path.is_file():
             raise IndexMismatchError(f"{path} is a file; an index is a directory")
+        if not exists and embedder is None:
+            raise ValueError(f"creating an index at {path} needs a model to embed with")
         path.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(db), timeout=60, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")   # WAL + NORMAL: commits survive a killed process
+        conn.executescript(_SCHEMA)
+        if exists and embedder is not None and \
+                conn.execute("SELECT 1 FROM settings WHERE key = 'model_id'").fetchone() is None:
+            exists = False                          # a create killed before its settings were committed
         if not exists:
-            if embedder is None:
-                raise ValueError(f"creating an index at {path} needs a model to embed with")
             window = window or WindowSpec()
             clip = embedder.clip
             settings = {
@@ -198,12 +202,10 @@ class Index:
                 "window_length": window.length, "window_stride": window.stride,
                 "index_type": index_type or "auto", "generation": 0,
             }
-            conn.executescript(_SCHEMA)
             conn.execute("BEGIN")
             conn.executemany("INSERT OR REPLACE INTO settings VALUES (?, ?)",
                              [(k, json.dumps(v)) for k, v in settings.items()])
             conn.execute("COMMIT")
-        conn.executescript(_SCHEMA)
         settings = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM settings")}
         if "model_id" not in settings:
             raise IndexMismatchError(f"{db} holds no index settings (not a video index, or a torn create)")
