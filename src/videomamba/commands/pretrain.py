@@ -7,9 +7,13 @@ frozen teacher's tokens. The run's ``model/`` directory holds the encoder; fine-
 from __future__ import annotations
 
 import argparse
-import sys
+
+from ._training import add_common_arguments, overrides_from_flags, run_training
 
 MASK_TYPES = ("random", "tube", "frame_row", "clip_row", "random_row", "attention")
+PRETRAIN_FLAGS = (("teacher", "pretrain.teacher"), ("teacher_model", "pretrain.teacher_model"),
+                  ("mask_type", "pretrain.mask_type"), ("mask_ratio", "pretrain.mask_ratio"),
+                  ("mask_sampling", "pretrain.mask_sampling"))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides such as optim.lr=1e-3 data.batch_size=16 (values parsed as YAML)")
     p.add_argument("-c", "--config", default=None, help="YAML file or packaged config name (as for train)")
-    p.add_argument("-o", "--out", default=None, help="output directory (train.out_dir)")
+    add_common_arguments(p, "initialise the student from this checkpoint (model.pretrained)")
     p.add_argument("--teacher", default=None, help="frozen teacher (pretrain.teacher); see below")
     p.add_argument("--teacher-model", default=None, metavar="NAME",
                    help="preset of an original VideoMamba teacher file (pretrain.teacher_model)")
@@ -42,38 +46,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask-ratio", type=float, default=None, help="share of patch tokens masked (default 0.8)")
     p.add_argument("--mask-sampling", default=None, choices=("multinomial", "topk"),
                    help="attention masks: sample kept tokens by attention (default) or keep the top ones")
-    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
-                   help="resume from a checkpoint file or run directory; alone: the newest in the output directory")
-    p.add_argument("--pretrained", default=None, help="initialise the student from this checkpoint (model.pretrained)")
-    p.add_argument("--epochs", type=int, default=None, help="optim.epochs")
-    p.add_argument("--device", default=None, help="train.device: auto, cpu, cuda, cuda:N")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..cli import CLIError
-    from ..engine import NonFiniteLossError, dump_yaml, load_config, train
+    from ..engine import dump_yaml, load_config
 
-    overrides = list(args.overrides)
-    for key, value in (("train.out_dir", args.out), ("pretrain.teacher", args.teacher),
-                       ("pretrain.teacher_model", args.teacher_model), ("pretrain.mask_type", args.mask_type),
-                       ("pretrain.mask_ratio", args.mask_ratio), ("pretrain.mask_sampling", args.mask_sampling),
-                       ("model.pretrained", args.pretrained), ("optim.epochs", args.epochs),
-                       ("train.device", args.device)):
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides_from_flags(args, PRETRAIN_FLAGS))
     if not cfg.pretrain.teacher:
         raise CLIError("no teacher: give --teacher PATH (or pretrain.teacher=PATH in the config)")
-    if cfg.distill.teacher:
-        raise CLIError("distill.teacher is set in the config: a run is either distillation or pretraining")
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return 0
-    try:
-        res = train(cfg, resume=args.resume)
-    except NonFiniteLossError as e:
-        print(f"videomamba pretrain: {e}", file=sys.stderr)
-        return 3
-    print(f"pretrained encoder: {res.export_dir}  (fine-tune: videomamba train ... --pretrained {res.export_dir})")
-    return 0
+    res, status = run_training(cfg, args.resume, "pretrain")
+    if res is not None:
+        print(f"pretrained encoder: {res.export_dir}  (fine-tune: videomamba train ... --pretrained {res.export_dir})")
+    return status

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from ._training import add_common_arguments, overrides_from_flags, run_training
+
+DISTILL_FLAGS = (("distill_teacher", "distill.teacher"), ("distill_teacher_model", "distill.teacher_model"),
+                 ("distill_weight", "distill.weight"))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,12 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "anywhere among the options; later ones win, and options such as --epochs win over them")
     p.add_argument("-c", "--config", default=None,
                    help="YAML file or packaged config name (see --list-configs); default: built-in defaults")
-    p.add_argument("-o", "--out", default=None, help="output directory (train.out_dir)")
-    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
-                   help="resume from a checkpoint file or run directory; alone: the newest checkpoint in the output directory")
-    p.add_argument("--pretrained", default=None, help="fine-tune from this checkpoint (model.pretrained)")
-    p.add_argument("--epochs", type=int, default=None, help="optim.epochs")
-    p.add_argument("--device", default=None, help="train.device: auto, cpu, cuda, cuda:N")
+    add_common_arguments(p, "fine-tune from this checkpoint (model.pretrained)")
     p.add_argument("--distill-teacher", default=None, metavar="CKPT",
                    help="self-distillation from this frozen trained VideoMamba (saved model dir, training "
                         "checkpoint, or original file with --distill-teacher-model): distill.teacher")
@@ -34,7 +33,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="preset of an original teacher checkpoint file (distill.teacher_model)")
     p.add_argument("--distill-weight", type=float, default=None, metavar="W",
                    help="weight of the token distillation loss, default 1.0 (distill.weight)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--list-configs", action="store_true",
                    help="list the packaged configs (recipes) with a one-line description each, and exit")
 
@@ -62,28 +60,13 @@ def format_config_list() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine import NonFiniteLossError, TrainingInterrupted, dump_yaml, list_configs, load_config, train
+    from ..engine import dump_yaml, load_config
 
     if args.list_configs:
         print(format_config_list())
         return 0
-    overrides = list(args.overrides)
-    for key, value in (("train.out_dir", args.out), ("model.pretrained", args.pretrained),
-                       ("optim.epochs", args.epochs), ("train.device", args.device),
-                       ("distill.teacher", args.distill_teacher), ("distill.teacher_model", args.distill_teacher_model),
-                       ("distill.weight", args.distill_weight)):
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides_from_flags(args, DISTILL_FLAGS))
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return 0
-    try:
-        train(cfg, resume=args.resume)
-    except NonFiniteLossError as e:
-        print(f"videomamba train: {e}", file=sys.stderr)
-        return 3
-    except TrainingInterrupted as e:
-        print(f"videomamba train: {e}", file=sys.stderr)
-        return 130
-    return 0
+    return run_training(cfg, args.resume, "train")[1]

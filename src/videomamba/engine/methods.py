@@ -225,9 +225,7 @@ def build_method(cfg):
     """The method a :class:`~.config.TrainConfig` asks for, or None for plain training."""
     dist = getattr(cfg, "distill", None)
     pre = getattr(cfg, "pretrain", None)
-    if dist is not None and dist.teacher and pre is not None and pre.teacher:
-        raise ValueError("distill.teacher and pretrain.teacher are both set: a run is either self-distillation "
-                         "or masked pretraining")
+    # both set is refused once, by the config's validation (engine/config.py)
     if dist is not None and dist.teacher:
         return SelfDistillation(dist.teacher, dist.teacher_model, dist.weight)
     if pre is not None and pre.teacher:
