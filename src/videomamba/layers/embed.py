@@ -47,13 +47,21 @@ def resample_temporal_pos(pos: torch.Tensor, new_t: int) -> torch.Tensor:
 
 
 def resample_joint_pos(pos: torch.Tensor, old_thw: tuple[int, int, int], new_thw: tuple[int, int, int]) -> torch.Tensor:
-    """(1, t*h*w, D) -> (1, t'*h'*w', D), trilinear over the (t, h, w) grid."""
+    """(1, t*h*w, D) frame-major -> (1, t'*h'*w', D): linear in time, then bicubic over each frame's
+    (h, w) grid, both align_corners=False, as the release's loader resamples joint tables. A joint
+    table built from factorised ones (spatial + temporal) thus resamples exactly as they do."""
     if tuple(old_thw) == tuple(new_thw):
         return pos
+    (t, h, w), (t2, h2, w2) = old_thw, new_thw
     D = pos.shape[-1]
-    grid = pos.reshape(1, *old_thw, D).permute(0, 4, 1, 2, 3)                     # (1, D, t, h, w)
-    grid = F.interpolate(grid.float(), size=tuple(new_thw), mode="trilinear", align_corners=False)
-    return grid.permute(0, 2, 3, 4, 1).reshape(1, -1, D).to(pos.dtype)
+    x = pos.float().reshape(t, h * w, D)                                           # (t, S, D)
+    if t != t2:
+        x = F.interpolate(x.permute(1, 2, 0), size=t2, mode="linear", align_corners=False).permute(2, 0, 1)
+    if (h, w) != (h2, w2):
+        grid = x.reshape(t2, h, w, D).permute(0, 3, 1, 2)                          # (t', D, h, w)
+        grid = F.interpolate(grid, size=(h2, w2), mode="bicubic", align_corners=False)
+        x = grid.permute(0, 2, 3, 1)
+    return x.reshape(1, t2 * h2 * w2, D).to(pos.dtype)
 
 
 def sincos_table(n: int, dim: int, device=None) -> torch.Tensor:
