@@ -3,7 +3,8 @@
 The original loader (OpenGVLab VideoMamba, ``video_sm/run_class_finetuning.py``) resamples the
 spatial table as an (h, w) grid, row-major, with ``F.interpolate(mode="bicubic",
 align_corners=False)``, the cls row kept apart, and the temporal table with ``mode="linear",
-align_corners=False``. Two expectations are computed here without the code under test:
+align_corners=False``; a joint (t*h*w) table linearly in time, then bicubically per frame. Two
+expectations are computed here without the code under test:
 
 - the loader's recipe written out by hand (reshape to the grid, ``F.interpolate``, flatten);
 - interpolation matrices built from first principles: half-pixel centres (source coordinate
@@ -169,11 +170,23 @@ def test_temporal_hand_values():
 JOINT = [((2, 3, 3), (4, 3, 3)), ((2, 3, 3), (2, 5, 4)), ((4, 2, 3), (3, 4, 2)), ((3, 4, 4), (6, 2, 2))]
 
 
+def joint_like_release(table, old, new):
+    """The release's joint-table recipe: (1, t*S, D) -> per location, linear over t; then each
+    frame's (h, w) grid bicubically; frame-major again."""
+    (t, h, w), (t2, h2, w2) = old, new
+    D = table.shape[-1]
+    x = table.view(1, t, h * w, D).permute(0, 2, 3, 1).reshape(-1, D, t)
+    x = F.interpolate(x, size=t2, mode="linear", align_corners=False)
+    x = x.view(1, h * w, D, t2).permute(0, 3, 1, 2).reshape(t2, h, w, D).permute(0, 3, 1, 2)
+    x = F.interpolate(x, size=(h2, w2), mode="bicubic", align_corners=False)
+    return x.permute(0, 2, 3, 1).reshape(1, t2 * h2 * w2, D)
+
+
 @pytest.mark.parametrize("old,new", JOINT, ids=lambda v: "x".join(map(str, v)))
 @pytest.mark.parametrize("kind", ["ramp", "random"])
 def test_joint_resampling(kind, old, new):
     """A joint (1, t*h*w, D) table, frame-major, resampled over (t, h, w): linear in time and
-    linear in each spatial axis (trilinear, align_corners=False), frame-major again."""
+    bicubic in each spatial axis (align_corners=False), frame-major again."""
     (t, h, w), (t2, h2, w2) = old, new
     if kind == "ramp":
         i = torch.arange(t, dtype=torch.float64)[:, None, None, None]
@@ -183,21 +196,25 @@ def test_joint_resampling(kind, old, new):
         table = random_table(t * h * w, 3, seed=t * h * w)
     got = resample_joint_pos(table.float(), old, new).double()
     g = table.reshape(t, h, w, -1)
-    expected = torch.einsum("Tt,Yy,Xx,tyxd->TYXd", linear_matrix(t, t2), linear_matrix(h, h2),
-                            linear_matrix(w, w2), g).reshape(1, t2 * h2 * w2, -1)
+    expected = torch.einsum("Tt,Yy,Xx,tyxd->TYXd", linear_matrix(t, t2), cubic_matrix(h, h2),
+                            cubic_matrix(w, w2), g).reshape(1, t2 * h2 * w2, -1)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got, joint_like_release(table, old, new), rtol=1e-5, atol=1e-5)
 
 
-def test_joint_resampling_of_a_separable_table_in_time():
-    """Frames of a joint table that differ only by a per-frame offset resample as the offsets do:
-    the table built from a spatial table plus a temporal one, resampled in time only, is the
-    spatial table plus the temporally resampled offsets."""
-    sp = random_table(6, 4, seed=1)                      # (1, 2*3, D)
-    tp = random_table(3, 4, seed=2)                      # (1, 3, D)
-    joint = (sp.unsqueeze(1) + tp.unsqueeze(2)).reshape(1, 3 * 6, 4)
-    got = resample_joint_pos(joint.float(), (3, 2, 3), (5, 2, 3)).double()
-    tp5 = torch.einsum("Tt,td->Td", linear_matrix(3, 5), tp[0]).unsqueeze(0)
-    expected = (sp.unsqueeze(1) + tp5.unsqueeze(2)).reshape(1, 5 * 6, 4)
+@pytest.mark.parametrize("old,new", [((3, 2, 3), (5, 2, 3)), ((4, 4, 4), (6, 7, 5)), ((2, 3, 3), (2, 2, 2))],
+                         ids=lambda v: "x".join(map(str, v)))
+def test_joint_table_from_factorised_tables_resamples_as_they_do(old, new):
+    """A joint table that is a spatial table plus a temporal one (how a factorised checkpoint
+    becomes a joint model's table) resamples to the sum of the two resampled tables: resizing at
+    load time or at run time gives the same positions."""
+    (t, h, w), (t2, h2, w2) = old, new
+    sp, tp = random_table(h * w, 4, seed=1), random_table(t, 4, seed=2)
+    joint = (sp.unsqueeze(1) + tp.unsqueeze(2)).reshape(1, t * h * w, 4)
+    got = resample_joint_pos(joint.float(), old, new).double()
+    sp2 = resample_spatial_pos(sp.float(), (h, w), (h2, w2)).double()
+    tp2 = resample_temporal_pos(tp.float(), t2).double()
+    expected = (sp2.unsqueeze(1) + tp2.unsqueeze(2)).reshape(1, t2 * h2 * w2, 4)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
