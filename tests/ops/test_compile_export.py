@@ -131,11 +131,15 @@ def test_use_backend_scopes_the_choice(monkeypatch):
 
 
 # --------------------------------------------------------------------------- whole model
-def test_compile_fullgraph_matches_eager_forward_and_backward():
+@pytest.mark.parametrize("scan_backend", ["auto", "torch"])
+def test_compile_fullgraph_matches_eager_forward_and_backward(scan_backend, monkeypatch):
     """torch.compile(fullgraph=True) on the kernel path (AOT autograd with the ops' fake
     implementations and autograd registrations; Inductor's code generation is the slow test
-    below): logits and every parameter gradient match eager."""
-    require_cpu_kernel()
+    below) and on the pure-torch scan (CUDA without mamba_ssm): logits and every parameter
+    gradient match eager."""
+    if scan_backend == "auto":
+        require_cpu_kernel()
+    monkeypatch.setenv(backend.ENV_VAR, scan_backend)
     torch._dynamo.reset()
     model = tiny(drop_path_rate=0.0).train()
     x = video()
@@ -230,3 +234,20 @@ def test_export_command_writes_and_reports(tmp_path, capsys):
     assert main(["export", "-k", str(tmp_path / "nope"), "-o", str(out)]) == 2
     assert "-k" in capsys.readouterr().err
     assert main(["export", "-k", str(tmp_path / "m"), "--frames", "0"]) == 2
+
+
+def test_input_shape_follows_the_config():
+    from videomamba.models.export import input_shape
+
+    model = tiny()
+    assert input_shape(model) == (1, 3, 2, 32, 32)
+    assert input_shape(model, frames=4, img_size=48, batch=3) == (3, 3, 4, 48, 48)
+    image = videomamba.create_model("videomamba_image_tiny", num_classes=3, img_size=32, depth=1)
+    assert input_shape(image, batch=2) == (2, 3, 32, 32)
+    with pytest.raises(ValueError, match="image model"):
+        input_shape(image, frames=4)
+    kaist = videomamba.create_model("videomamba_kaist_tiny", num_classes=3, img_size=32, depth=1)
+    with pytest.raises(ValueError, match="multiple of the tubelet size 2"):
+        input_shape(kaist, frames=3)
+    with pytest.raises(ValueError, match="cannot export a Linear"):
+        input_shape(torch.nn.Linear(2, 2))

@@ -133,7 +133,12 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
         for s0 in range(0, L + pad, seg):
             sl = slice(s0, s0 + seg)
             args = (d4[..., sl], du4[..., sl], A3, Bf[..., sl], Cf[..., sl], h, T)
-            if need_grad:
+            if need_grad and torch.compiler.is_compiling():
+                # dynamo cannot trace the hand-rolled checkpoint's autograd.grad; torch's own is
+                # a higher-order op it knows (and dynamo is loaded already).
+                from torch.utils.checkpoint import checkpoint
+                y, h = checkpoint(_segment, *args, use_reentrant=False)
+            elif need_grad:
                 y, h = _SegmentCheckpoint.apply(*args)
             else:
                 y, h = _segment(*args)
