@@ -97,6 +97,36 @@ def test_ops_gradients_match_the_oracles(dispatch):
         assert_close_scaled(a, e, 1e-5, 1e-6, name)
 
 
+@pytest.mark.parametrize("L,G", [(2, None), (7, 2), (64, None), (203, 2)])
+def test_log_depth_scan_matches_the_oracle(L, G):
+    """The formulation exported graphs use (ONNX): outputs, last state and all gradients."""
+    from videomamba.ops.scan_torch import selective_scan_torch
+
+    x = scan_inputs(Bz=2, E=8, N=4, L=L, G=G)
+    out, grads = run_with_grads(selective_scan_torch, x, delta_softplus=True,
+                                return_last_state=True, log_depth=True)
+    ref, ref_grads = run_with_grads(selective_scan_ref, x, delta_softplus=True,
+                                    return_last_state=True)
+    for a, b, name in zip(out, ref, ("out", "last")):
+        assert_close_scaled(a, b, 1e-5, 1e-6, name)
+    for k in ref_grads:
+        assert_close_scaled(grads[k], ref_grads[k], 1e-4, 1e-5, k)
+
+
+def test_log_depth_scan_single_step_and_long_decay():
+    """L = 1 (no combining step) and a decay that underflows to zero over the sequence."""
+    from videomamba.ops.scan_torch import selective_scan_torch
+
+    x = scan_inputs(Bz=1, E=4, N=3, L=1)
+    torch.testing.assert_close(selective_scan_torch(**x, delta_softplus=True, log_depth=True),
+                               selective_scan_ref(**x, delta_softplus=True))
+    x = scan_inputs(Bz=1, E=4, N=3, L=300, delta_lo=3.0, delta_hi=6.0)
+    x["A"] = x["A"] * 50.0
+    got = selective_scan_torch(**x, delta_softplus=True, log_depth=True)
+    assert torch.isfinite(got).all()
+    assert_close_scaled(got, selective_scan_ref(**x, delta_softplus=True), 1e-5, 1e-6)
+
+
 def test_cuda_backward_recomputes_the_forward():
     """The CUDA scan op's backward (mamba_ssm re-run under autograd), with the oracle standing in
     for the kernel: its gradients are the oracle's, zeros for inputs the output ignores."""

@@ -92,10 +92,37 @@ class _SegmentCheckpoint(torch.autograd.Function):
         return (*(g if need else None for g, need in zip(grads, ctx.needs_input_grad)), None)
 
 
+def _log_depth(d, du, A, Bs, Cs):
+    """Scan a whole sequence in ceil(log2 L) vectorised steps (Hillis-Steele), for exported graphs.
+
+    d, du: (B, G, Eg, L); A: (G, Eg, N); Bs, Cs: (B, G, N, L). Returns y (B, G, Eg, L) and the
+    last state (B, G, Eg, N). Step k combines every (a_t, b_t) with the pair 2^k steps earlier,
+    (a, b) <- (a * a_prev, a * b_prev + b), so after the last step b_t is h_t. As the chunked scan,
+    only products of a_t = exp(d_t A) and sums appear. It holds (B, E, L, N) tensors and does
+    log2 L times the sequential work: for a graph of ~10 ops per step instead of an unrolled loop.
+    """
+    L = d.shape[-1]
+    a = torch.exp(d.unsqueeze(-1) * A[:, :, None, :])                               # (B, G, Eg, L, N)
+    b = du.unsqueeze(-1) * Bs.transpose(-1, -2).unsqueeze(2)                        # (B, G, Eg, L, N)
+    k = 1
+    while k < L:
+        b_prev = F.pad(b[..., : L - k, :], (0, 0, k, 0))                           # zeros before t = k
+        b = torch.addcmul(b, a, b_prev)
+        if 2 * k < L:                                                              # a is read again
+            a = a * F.pad(a[..., : L - k, :], (0, 0, k, 0), value=1.0)
+        k *= 2
+    y = (b * Cs.transpose(-1, -2).unsqueeze(2)).sum(-1)                            # (B, G, Eg, L)
+    return y, b[..., -1, :]
+
+
 def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                          return_last_state=False, *, chunk: int = CHUNK,
-                         segment_elems: int = SEGMENT_ELEMS):
-    """Same function as :func:`videomamba.ops.selective_scan_ref`, in O(L / T + T) torch ops."""
+                         segment_elems: int = SEGMENT_ELEMS, log_depth: bool | None = None):
+    """Same function as :func:`videomamba.ops.selective_scan_ref`, in O(L / T + T) torch ops.
+
+    ``log_depth`` (default: under ``torch.export``, i.e. for ONNX) runs :func:`_log_depth`
+    instead: a graph of O(log L) ops rather than an unrolled loop of O(L / T + T) steps.
+    """
     dtype_in = u.dtype
     Bz, E, L = u.shape
     N = A.shape[1]
@@ -115,6 +142,15 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
         if delta_softplus:
             d = F.softplus(d)
         du = d * uf
+        if torch.compiler.is_exporting() if log_depth is None else log_depth:
+            y, h = _log_depth(d.view(Bz, G, Eg, L), du.view(Bz, G, Eg, L), A.float().view(G, Eg, N),
+                              B4.float(), C4.float())
+            out = y.reshape(Bz, E, L)
+            out = out if D is None else out + uf * D.float()[:, None]
+            if z is not None:
+                out = out * F.silu(z.float())
+            out = out.to(dtype_in)
+            return (out, h.reshape(Bz, E, N)) if return_last_state else out
         pad = (-L) % T
         # Padding steps have d = 0 and b = 0: a = 1, the identity, so the last state is unchanged.
         d4 = F.pad(d, (0, pad)).view(Bz, G, Eg, L + pad)
@@ -122,12 +158,7 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
         Bf = F.pad(B4.float(), (0, pad))
         Cf = F.pad(C4.float(), (0, pad))
         A3 = A.float().view(G, Eg, N)
-        if torch.compiler.is_exporting():
-            # One segment: an exported graph (ONNX) must not unroll a loop whose length depends on
-            # the batch size, which may be symbolic there.
-            seg = L + pad
-        else:
-            seg = max(T, segment_elems // max(1, Bz * E * N) // T * T)
+        seg = max(T, segment_elems // max(1, Bz * E * N) // T * T)
         h = uf.new_zeros(Bz, G, Eg, N)
         ys = []
         for s0 in range(0, L + pad, seg):
