@@ -69,12 +69,12 @@ def test_every_switch_runs_and_trains(kw):
 def test_switch_validation_messages():
     with pytest.raises(ValueError, match="scan_order='diagonal' is not valid"):
         vm.create_model("videomamba_tiny", scan_order="diagonal")
-    with pytest.raises(ValueError, match="img_size=33 is not a multiple of patch_size=16"):
+    with pytest.raises(ValueError, match="img_size=33 does not tile into patches of 16 px at stride 16"):
         vm.create_model("videomamba_tiny", img_size=33)
     model = small()
     with pytest.raises(ValueError, match=r"expected input \(B, 3, T, H, W\)"):
         model(torch.randn(2, 4, 4, 32, 32))
-    with pytest.raises(ValueError, match="not a multiple of patch_size"):
+    with pytest.raises(ValueError, match="frame size 40x40 does not tile into 16 px patches at stride 16"):
         model(torch.randn(1, 3, 4, 40, 40))
 
 
