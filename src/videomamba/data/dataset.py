@@ -51,42 +51,76 @@ DEFAULT_RAND_AUGMENT = "rand-m7-n4-mstd0.5-inc1"
 
 @dataclass
 class AugmentConfig:
-    """Training augmentation. ``AugmentConfig()`` is the release recipe; ``AugmentConfig.none()`` only
-    resizes and centre-crops (for sanity checks and order-sensitive data)."""
+    """Training augmentation, the ``augment:`` section of a training config. ``AugmentConfig()`` is the
+    release recipe; ``AugmentConfig.none()`` only resizes and centre-crops (for sanity checks and
+    order-sensitive data); ``preset`` names defaults for the fields a config does not give
+    (:data:`AUGMENT_PRESETS`). Every range check of these fields lives here."""
+
     rand_augment: str | None = DEFAULT_RAND_AUGMENT
+    random_crop: bool = True               # random resized crop (false: resize + centre crop)
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     random_erasing: float = 0.25
-    flip: bool = True
-    random_crop: bool = True
-    symmetries: tuple[str, ...] = ()
-    crop: str = "random_resized"          # or "multiscale": the release's pretraining crop (data/multiscale.py)
+    flip: bool = True                      # never for SSv2: left/right is the label there
+    symmetries: tuple[str, ...] = ()       # hflip / vflip / transpose / reverse, each p=0.5, relabelled
+                                           # through the dataset's meta.json label_maps
+    crop: str = "random_resized"           # or "multiscale": the release's pretraining crop (data/multiscale.py)
+    # batch-level mixing (data/mixup.py) and the loss's label smoothing
+    mixup: float = 0.8                     # mixup alpha (0: off)
+    cutmix: float = 1.0                    # cutmix alpha (0: off)
+    switch_prob: float = 0.5
+    mixup_prob: float = 1.0
+    label_smoothing: float = 0.1
+    preset: str | None = None              # the named defaults these values started from, if any
 
     def __post_init__(self):
-        if self.crop not in ("random_resized", "multiscale"):
-            raise ValueError(f"AugmentConfig.crop must be 'random_resized' or 'multiscale', got {self.crop!r}")
-        self.symmetries = tuple(self.symmetries)
-        bad = [s for s in self.symmetries if s not in T.SYMMETRIES]
-        if bad:
-            raise ValueError(f"AugmentConfig.symmetries: unknown {bad}; expected names from {T.SYMMETRIES}")
-        lo, hi = self.scale
-        if not 0 < lo <= hi <= 1:
-            raise ValueError(f"AugmentConfig.scale must satisfy 0 < min <= max <= 1, got {self.scale}")
-        if not 0 < self.ratio[0] <= self.ratio[1]:
-            raise ValueError(f"AugmentConfig.ratio must satisfy 0 < min <= max, got {self.ratio}")
-        if not 0 <= self.random_erasing <= 1:
-            raise ValueError(f"AugmentConfig.random_erasing is a probability, got {self.random_erasing}")
+        def need(ok, key, expected, value):
+            if not ok:
+                raise ValueError(f"augment.{key} must be {expected}, got {value!r}")
+
+        need(self.crop in ("random_resized", "multiscale"), "crop", "'random_resized' or 'multiscale'", self.crop)
+        need(self.preset is None or self.preset in AUGMENT_PRESETS, "preset",
+             f"one of {', '.join(AUGMENT_PRESETS)} or null", self.preset)
+        sym = list(self.symmetries)
+        need(all(s in T.SYMMETRIES for s in sym) and len(set(sym)) == len(sym), "symmetries",
+             f"a list of distinct names from {list(T.SYMMETRIES)}", sym)
+        self.symmetries = tuple(sym)
+        self.scale, self.ratio = tuple(self.scale), tuple(self.ratio)
+        need(len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1] <= 1, "scale",
+             "[min, max] with 0 < min <= max <= 1", list(self.scale))
+        need(len(self.ratio) == 2 and 0 < self.ratio[0] <= self.ratio[1], "ratio", "[min, max] with 0 < min <= max",
+             list(self.ratio))
+        for k in ("random_erasing", "switch_prob", "mixup_prob"):
+            need(0 <= getattr(self, k) <= 1, k, "a probability in [0, 1]", getattr(self, k))
+        need(0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)", self.label_smoothing)
+        for k in ("mixup", "cutmix"):
+            need(getattr(self, k) >= 0, k, "an alpha >= 0 (0: off)", getattr(self, k))
         if self.rand_augment:
             RandAugment.from_string(self.rand_augment)   # fail here, not inside a DataLoader worker
 
     @classmethod
+    def from_preset(cls, name: str, **fields) -> "AugmentConfig":
+        if name not in AUGMENT_PRESETS:
+            raise ValueError(f"augment.preset must be one of {', '.join(AUGMENT_PRESETS)}, got {name!r}")
+        return cls(**{**AUGMENT_PRESETS[name], **fields, "preset": name})
+
+    @classmethod
     def release_pretrain(cls) -> "AugmentConfig":
         """The release's lighter masked-pretraining augmentation: multi-scale crop and flip only."""
-        return cls(rand_augment=None, random_erasing=0.0, flip=True, crop="multiscale")
+        return cls.from_preset("pretrain")
 
     @classmethod
     def none(cls) -> "AugmentConfig":
         return cls(rand_augment=None, random_erasing=0.0, flip=False, random_crop=False)
+
+
+# ``augment.preset``: the values a preset sets unless the config gives them.
+AUGMENT_PRESETS = {
+    # the release's masked-pretraining pipeline (video_sm/datasets/build.py, DataAugmentationForVideoMAE):
+    # multi-scale crop (scales 1, .875, .75, .66) + flip + normalisation, nothing else
+    "pretrain": {"crop": "multiscale", "rand_augment": None, "random_erasing": 0.0, "flip": True,
+                 "mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.0},
+}
 
 
 class VideoDataset(torch.utils.data.Dataset):
@@ -152,6 +186,20 @@ class VideoDataset(torch.utils.data.Dataset):
         self._cache: dict[Path, MemoryReader] = {}
         if skip_bad:
             self._drop_bad_files()
+
+    @classmethod
+    def from_config(cls, data, augment: AugmentConfig | None, annotations, train: bool, classes=None,
+                    views: tuple[int, int] | None = None, annotation_kwargs: dict | None = None) -> "VideoDataset":
+        """The dataset a training config's ``data:`` and ``augment:`` sections describe (any object with
+        those attributes). ``views``: (clips, crops) at evaluation (default: ``data.test_clips`` x
+        ``data.test_crops``); training loads one clip, ``data.repeat_aug`` augmented views of it."""
+        clips, crops = (1, 1) if train else (views or (data.test_clips, data.test_crops))
+        augment = augment if augment is not None else AugmentConfig()
+        return cls(annotations, root=data.root, fmt=data.format, num_frames=data.num_frames, sampling=data.sampling,
+                   sample_stride=data.sample_stride, train=train, img_size=data.img_size, short_side=data.short_side,
+                   num_clips=clips, num_crops=crops, repeat_aug=data.repeat_aug if train else 1,
+                   augment=augment if train else None, flip=augment.flip, skip_bad=data.skip_bad, classes=classes,
+                   cache=data.cache, annotation_kwargs=annotation_kwargs)
 
     # -- metadata ---------------------------------------------------------------------------
     @property

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
+from ..data.dataset import AUGMENT_PRESETS, AugmentConfig
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
@@ -63,34 +65,8 @@ class DataSection:
     window_scheme: Literal["release", "cover"] = "cover"  # release: its last-window rule (data/annotations.py)
 
 
-@dataclass
-class AugmentSection:
-    """Training augmentations (the release's recipe). ``rand_augment: null`` and zeros switch parts off."""
-
-    rand_augment: str | None = "rand-m7-n4-mstd0.5-inc1"
-    random_crop: bool = True               # random resized crop (false: resize + centre crop)
-    scale: tuple[float, float] = (0.08, 1.0)
-    ratio: tuple[float, float] = (0.75, 4.0 / 3.0)
-    random_erasing: float = 0.25
-    flip: bool = True                      # never for SSv2: left/right is the label there
-    symmetries: list[str] = field(default_factory=list)  # hflip / vflip / transpose / reverse, each p=0.5,
-                                           # relabelled through the dataset's meta.json label_maps
-    mixup: float = 0.8                     # mixup alpha (0: off)
-    cutmix: float = 1.0                    # cutmix alpha (0: off)
-    switch_prob: float = 0.5
-    mixup_prob: float = 1.0
-    label_smoothing: float = 0.1
-    crop: Literal["random_resized", "multiscale"] = "random_resized"  # multiscale: the release's pretraining crop
-    preset: str | None = None              # named defaults for the keys not given (AUGMENT_PRESETS)
-
-
-# ``augment.preset``: keys a preset sets unless the config gives them.
-AUGMENT_PRESETS = {
-    # the release's masked-pretraining pipeline (video_sm/datasets/build.py, DataAugmentationForVideoMAE):
-    # multi-scale crop (scales 1, .875, .75, .66) + flip + normalisation, nothing else
-    "pretrain": {"crop": "multiscale", "rand_augment": None, "random_erasing": 0.0, "flip": True,
-                 "mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.0},
-}
+# The ``augment:`` section is the data package's dataclass (its range checks live there).
+AugmentSection = AugmentConfig
 
 
 @dataclass
@@ -347,7 +323,7 @@ def _build(d: dict, source: str) -> TrainConfig:
             if raw["preset"] not in AUGMENT_PRESETS:
                 raise ConfigError(f"{source}: augment.preset must be one of {', '.join(AUGMENT_PRESETS)} or null, "
                                   f"got {raw['preset']!r}")
-            raw = {**AUGMENT_PRESETS[raw["preset"]], **raw}
+            raw = {**AUGMENT_PRESETS[raw["preset"]], **raw}       # the config's own values win
         kwargs[sec] = _build_model(raw, source) if sec == "model" else _build_section(sec, cls, raw, source)
     cfg = TrainConfig(**kwargs)
     validate(cfg, source)
@@ -362,7 +338,10 @@ def _build_section(sec: str, cls, raw: dict, source: str):
         if k not in names:
             raise ConfigError(f"{source}: unknown key '{sec}.{k}'{_suggest(k, names)}; valid keys in {sec}: {', '.join(names)}")
         out[k] = _coerce(f"{sec}.{k}", v, hints[k])
-    return cls(**out)
+    try:
+        return cls(**out)
+    except ValueError as e:                 # a dataclass's own range check
+        raise ConfigError(f"{source}: {e}") from None
 
 
 def _build_model(raw: dict, source: str) -> ModelSection:
@@ -398,19 +377,8 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
     need(d.short_side is None or d.short_side >= 1, "data.short_side", "a positive integer or null", d.short_side)
     need(d.eval_batch_size is None or d.eval_batch_size >= 1, "data.eval_batch_size", "a positive integer or null", d.eval_batch_size)
     need(d.num_workers >= 0, "data.num_workers", "an integer >= 0", d.num_workers)
-    need(0 < a.scale[0] <= a.scale[1] <= 1, "augment.scale", "[min, max] with 0 < min <= max <= 1", list(a.scale))
-    need(0 < a.ratio[0] <= a.ratio[1], "augment.ratio", "[min, max] with 0 < min <= max", list(a.ratio))
-    for k in ("random_erasing", "switch_prob", "mixup_prob"):
-        need(0 <= getattr(a, k) <= 1, f"augment.{k}", "a probability in [0, 1]", getattr(a, k))
-    need(0 <= a.label_smoothing < 1, "augment.label_smoothing", "in [0, 1)", a.label_smoothing)
-    from ..data.transforms import SYMMETRIES
-    need(isinstance(a.symmetries, (list, tuple)) and all(s in SYMMETRIES for s in a.symmetries)
-         and len(set(a.symmetries)) == len(a.symmetries), "augment.symmetries",
-         f"a list of distinct names from {list(SYMMETRIES)}", a.symmetries)
     need(not (a.symmetries and cfg.task.type == "regression"), "augment.symmetries",
-         "empty for a regression task (they relabel classes)", a.symmetries)
-    for k in ("mixup", "cutmix"):
-        need(getattr(a, k) >= 0, f"augment.{k}", "an alpha >= 0 (0: off)", getattr(a, k))
+         "empty for a regression task (they relabel classes)", list(a.symmetries))
     need(o.lr is None or o.lr > 0, "optim.lr", "a positive number or null (null: base_lr scaled by the batch)", o.lr)
     need(o.base_lr > 0, "optim.base_lr", "a positive number", o.base_lr)
     need(o.min_lr >= 0, "optim.min_lr", "a number >= 0", o.min_lr)
@@ -547,10 +515,12 @@ def _coerce(key: str, value: Any, tp) -> Any:
         if not isinstance(value, (list, tuple)):
             fail()
         args = typing.get_args(tp)
-        if origin is tuple:
+        if origin is tuple and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 fail()
             return tuple(_coerce(key, v, a) for v, a in zip(value, args))
+        if origin is tuple:
+            return tuple(_coerce(key, v, args[0]) for v in value)
         return [_coerce(key, v, args[0]) for v in value]
     return value
 

@@ -98,20 +98,6 @@ def make_loader(dataset, batch_size: int, info: DistInfo, train: bool, seed: int
 
 
 # --------------------------------------------------------------------------- from a config
-def dataset_kwargs(cfg, train: bool, views: tuple[int, int] | None = None) -> dict:
-    """VideoDataset arguments; ``views``: (clips, crops) at evaluation (default: the test views)."""
-    d, a = cfg.data, cfg.augment
-    kw = dict(root=d.root, fmt=d.format, num_frames=d.num_frames, sampling=d.sampling,
-              sample_stride=d.sample_stride, train=train, img_size=d.img_size, short_side=d.short_side,
-              flip=a.flip, skip_bad=d.skip_bad, cache=d.cache)
-    if train:
-        kw.update(num_clips=1, num_crops=1, repeat_aug=d.repeat_aug)
-    else:
-        clips, crops = views or (d.test_clips, d.test_crops)
-        kw.update(num_clips=clips, num_crops=crops, repeat_aug=1)
-    return kw
-
-
 def is_image_config(cfg) -> bool:
     """True when the config trains an image model (``videomamba_image_*``: (B, 3, H, W) input)."""
     from ..models.registry import get_config
@@ -148,23 +134,16 @@ def _annotation_kwargs(cfg, annotations: str, train: bool = True) -> dict | None
 
 def build_dataset(cfg, annotations: str, train: bool, classes=None, views: tuple[int, int] | None = None):
     """The dataset of a config: images for image models (:mod:`videomamba.data.images`), else videos."""
-    from ..data import AugmentConfig, VideoDataset
+    from ..data import VideoDataset
 
-    a = cfg.augment
     if is_image_config(cfg):
         from ..data.images import ImageDataset, image_augment
 
         return ImageDataset(annotations, root=cfg.data.root, fmt=cfg.data.format, train=train,
                             img_size=cfg.data.img_size, classes=classes,
                             augment=image_augment(cfg) if train else None)
-    augment = None
-    if train:
-        augment = AugmentConfig(rand_augment=a.rand_augment, scale=tuple(a.scale), ratio=tuple(a.ratio),
-                                random_erasing=a.random_erasing, flip=a.flip, random_crop=a.random_crop,
-                                symmetries=tuple(a.symmetries), crop=a.crop)
-    return VideoDataset(annotations, augment=augment, classes=classes,
-                        annotation_kwargs=_annotation_kwargs(cfg, annotations, train),
-                        **dataset_kwargs(cfg, train, views))
+    return VideoDataset.from_config(cfg.data, cfg.augment, annotations, train, classes, views,
+                                    _annotation_kwargs(cfg, annotations, train))
 
 
 def build_mixup(cfg, num_classes: int):
