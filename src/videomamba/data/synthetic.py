@@ -192,7 +192,8 @@ def _contrasting(rng, bg_luma: float, sat, val, min_diff: float) -> np.ndarray:
     return np.array([1.0, 1.0, 1.0] if bg_luma < 0.5 else [0.0, 0.0, 0.0], dtype=np.float32)
 
 
-def render_video(motion: str, frames: int, size: int, rng: np.random.Generator, with_params: bool = False):
+def render_video(motion: str, frames: int, size: int, rng: np.random.Generator, with_params: bool = False,
+                 distractor: bool = True):
     """One forward video of ``motion`` as uint8 (T, size, size, 3).
 
     ``with_params`` also returns the main object's per-frame state (``cx``, ``cy``, ``angle``, ``scale``,
@@ -262,8 +263,9 @@ def render_video(motion: str, frames: int, size: int, rng: np.random.Generator, 
     out = np.empty((T, size, size, 3), dtype=np.uint8)
     for t in range(T):
         img = background.copy()
-        a = _coverage(d_shape, gx, gy, walk[t][0], walk[t][1], d_r, d_angle, size)[..., None]
-        img = img * (1 - a) + d_color * a
+        if distractor:
+            a = _coverage(d_shape, gx, gy, walk[t][0], walk[t][1], d_r, d_angle, size)[..., None]
+            img = img * (1 - a) + d_color * a
         if visible[t]:
             a = _coverage(shape, gx, gy, cx[t], cy[t], r * scale[t], angle[t], size)[..., None]
             img = img * (1 - a) + color * a
@@ -281,7 +283,7 @@ def video_rng(seed: int, name: str, i: int) -> np.random.Generator:
 
 
 def render_class_video(name: str, i: int, frames: int = 16, size: int = 64, seed: int = 0,
-                       with_params: bool = False, paired: bool = False):
+                       with_params: bool = False, paired: bool = False, distractor: bool = True):
     """Video ``i`` of class ``name``; a backward class plays its motion's forward rendering in reverse.
     ``paired``: the backward class's video ``i`` is exactly the forward class's video ``i`` reversed
     (same object, colours and path), so that only the direction of motion tells them apart."""
@@ -289,7 +291,8 @@ def render_class_video(name: str, i: int, frames: int = 16, size: int = 64, seed
     rng_name = name
     if paired and backwards:
         rng_name = next(c for c, (m, b) in CLASS_MOTIONS.items() if m == motion and not b)
-    video, params = render_video(motion, frames, size, video_rng(seed, rng_name, i), with_params=True)
+    video, params = render_video(motion, frames, size, video_rng(seed, rng_name, i), with_params=True,
+                                 distractor=distractor)
     if backwards:
         video = video[::-1].copy()
         params = {k: (v[::-1].copy() if k in _PER_FRAME else v) for k, v in params.items()}
@@ -325,7 +328,8 @@ def _write_one(task) -> str | None:
     if not captions or not captions[0]:
         write_mp4(path, render_class_video(name, i, frames, size, seed), fps=fps)
         return None
-    video, params = render_class_video(name, i, frames, size, seed, with_params=True, paired=True)
+    # one object per clip: a caption names "the" object, a second shape would make it ambiguous
+    video, params = render_class_video(name, i, frames, size, seed, with_params=True, paired=True, distractor=False)
     write_mp4(path, video, fps=fps)
     return caption_for(name, params)
 
@@ -343,7 +347,8 @@ def make_synthetic(out_dir, classes=None, per_class: int = 40, frames: int = 16,
     ``captions``: also write a caption for every clip ("a red triangle moving to the left": colour,
     shape and motion of the main object) as ``captions_train.json`` / ``captions_val.json`` (the
     release's video-text layout) and ``captions_train.csv`` / ``captions_val.csv`` (``path,caption``),
-    returned as ``captions_train`` / ``captions_val``. The videos then come in exact pairs: video ``i``
+    returned as ``captions_train`` / ``captions_val``. The clips then have no distractor shape (the
+    caption names the one object), and they come in exact pairs: video ``i``
     of a backward class is video ``i`` of its forward class played backwards, so that two captions
     differing only in the direction of motion have clips with the same frames in opposite orders.
     ``meta.json`` gains ``caption_maps`` (what playing a clip backwards does to its caption).
