@@ -1,5 +1,10 @@
 """Backend selection: argument / environment precedence, fallbacks that warn once, clear errors,
-the CUDA adapters (checked on CPU with a stand-in for mamba_ssm), and the build machinery."""
+the CUDA adapters, and the build machinery.
+
+The CUDA adapters are checked here on CPU against stand-ins for mamba_ssm and causal_conv1d that
+*are* the oracle (``fake_mamba``): that covers what the adapters hand to the kernels (dtypes,
+arguments, casts back), not the CUDA kernels' numbers. Those are checked against the oracle only
+on a GPU: ``python -m pytest -m gpu tests/ops/test_cuda_kernels.py``."""
 from __future__ import annotations
 
 import json
@@ -35,7 +40,8 @@ def broken_cpu_kernel(monkeypatch):
 
 @pytest.fixture
 def fake_mamba(monkeypatch):
-    """Stand-ins for mamba_ssm and causal_conv1d that record what they receive."""
+    """Stand-ins for mamba_ssm and causal_conv1d that record what they receive and compute with the
+    oracle: they test the adapters, not the CUDA kernels (see the module docstring)."""
     calls = []
 
     def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None,
