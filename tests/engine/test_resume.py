@@ -17,7 +17,7 @@ import torch
 from videomamba.engine import NonFiniteLossError, TrainingInterrupted, train
 from videomamba.engine.state import load_training_checkpoint, step_checkpoints
 
-from .toy import TINY_MODEL, ToyVideos
+from toy import TINY_MODEL, ToyVideos
 
 SCRIPT = Path(__file__).with_name("run_script.py")
 FRAMES, SIZE = 4, 16           # 2 x 2 patches of 8 px per frame: 16 tokens + cls

@@ -5,7 +5,7 @@ import torch
 from videomamba.engine import ConfigError, train
 from videomamba.engine.threads import ThreadTuner
 
-from .toy import TINY_MODEL, ToyVideos
+from toy import TINY_MODEL, ToyVideos
 
 
 class FakeClock:

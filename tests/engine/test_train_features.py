@@ -7,7 +7,7 @@ from videomamba.apps.predict import predict
 from videomamba.engine import ConfigError, train
 from videomamba.engine.ema import ModelEMA
 
-from .toy import TINY_MODEL, ToyVideos
+from toy import TINY_MODEL, ToyVideos
 
 
 def _ov(out_dir, **extra):

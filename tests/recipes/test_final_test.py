@@ -9,7 +9,7 @@ from videomamba.engine.validation import pool_windows, run_eval
 from videomamba.engine.tasks import ClassificationTask, RegressionTask
 from videomamba.engine.trainer import train
 
-from tests.engine.toy import TINY_MODEL, ToyVideos
+from toy import TINY_MODEL, ToyVideos
 
 
 def test_best_checkpoint_is_exported_and_tested(tmp_path):

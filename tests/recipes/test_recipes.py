@@ -7,7 +7,7 @@ import yaml
 from videomamba.engine.config import CONFIG_DIR, list_configs, load_config
 from videomamba.engine.trainer import train
 
-from tests.engine.toy import ToyVideos
+from toy import ToyVideos
 
 PREFIXES = ("k400_", "ssv2_", "breakfast_", "coin_", "lvu_", "in1k_", "kaist_")   # the release-reproduction recipes
 RECIPES = [n for n in list_configs() if n.startswith(PREFIXES)]

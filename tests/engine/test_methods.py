@@ -8,7 +8,7 @@ from videomamba.engine.methods import DistillTask, build_method
 from videomamba.engine.tasks import ClassificationTask
 from videomamba.models.distill import DistillStudent
 
-from .toy_data import MovingSquares
+from toy import ToyVideos
 
 
 def _ov(out_dir, **extra):
@@ -23,7 +23,7 @@ def _ov(out_dir, **extra):
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher")
-    res = train(None, _ov(out), train_dataset=MovingSquares(), val_dataset=MovingSquares(8, seed=1))
+    res = train(None, _ov(out), train_dataset=ToyVideos(train=False), val_dataset=ToyVideos(8, train=False, seed=1))
     return res.export_dir
 
 
@@ -41,7 +41,7 @@ def test_distill_task_adds_the_weighted_term_and_teacher_sees_the_mixed_input():
 
     task = DistillTask(ClassificationTask(4, mixup=mix), teacher, weight=0.25)
     student = DistillStudent(cfg, teacher_dim=8)
-    batch = MovingSquares(2)[0], MovingSquares(2)[1]
+    batch = ToyVideos(2, train=False)[0], ToyVideos(2, train=False)[1]
     batch = {"video": torch.stack([b["video"] for b in batch]), "label": torch.tensor([0, 1])}
     out = task.train_step(student, batch, torch.device("cpu"))
     assert out["loss"].item() == pytest.approx(out["loss_task"].item() + 0.25 * out["loss_distill"].item(), rel=1e-6)
@@ -54,7 +54,7 @@ def test_distillation_run_exports_a_plain_classifier(teacher_dir, tmp_path):
     logs = []
     res = train(None, _ov(tmp_path / "s", **{"model.embed_dim": 24, "distill.teacher": str(teacher_dir),
                                              "distill.weight": 0.5, "train.progress": "log"}),
-                train_dataset=MovingSquares(), val_dataset=MovingSquares(8, seed=1), log=logs.append)
+                train_dataset=ToyVideos(train=False), val_dataset=ToyVideos(8, train=False, seed=1), log=logs.append)
     assert any("self-distillation from" in line for line in logs)
     assert isinstance(res.model, DistillStudent)
     exported = vm.create_model(None, pretrained=res.export_dir)       # strict: no distill head left
@@ -67,14 +67,14 @@ def test_distillation_run_exports_a_plain_classifier(teacher_dir, tmp_path):
 def test_distill_teacher_must_produce_the_same_tokens(teacher_dir, tmp_path):
     with pytest.raises(ValueError, match="patch_size 16 vs 8"):
         train(None, _ov(tmp_path / "s", **{"model.patch_size": 16, "distill.teacher": str(teacher_dir)}),
-              train_dataset=MovingSquares(), val_dataset=None)
+              train_dataset=ToyVideos(train=False), val_dataset=None)
 
 
 def test_pretraining_then_fine_tuning(teacher_dir, tmp_path):
     logs = []
     res = train(None, _ov(tmp_path / "pt", **{"pretrain.teacher": str(teacher_dir), "pretrain.mask_type": "frame_row",
                                               "pretrain.mask_ratio": 0.5, "train.progress": "log"}),
-                train_dataset=MovingSquares(), val_dataset=MovingSquares(8, seed=1), log=logs.append)
+                train_dataset=ToyVideos(train=False), val_dataset=ToyVideos(8, train=False, seed=1), log=logs.append)
     assert any("masked pretraining: frame_row masks at ratio 0.5" in line for line in logs)
     assert any("data.val is ignored" in line for line in logs)
     assert res.metrics == {}
@@ -88,7 +88,7 @@ def test_pretraining_then_fine_tuning(teacher_dir, tmp_path):
     # and through the trainer (model.pretrained): a fine-tuning run starts from the encoder
     logs = []
     train(None, _ov(tmp_path / "ft", **{"model.pretrained": str(res.export_dir), "train.progress": "log"}),
-          train_dataset=MovingSquares(), val_dataset=MovingSquares(8, seed=1), log=logs.append)
+          train_dataset=ToyVideos(train=False), val_dataset=ToyVideos(8, train=False, seed=1), log=logs.append)
     assert any("missing (kept at init): head.weight, head.bias" in line for line in logs)
 
 
