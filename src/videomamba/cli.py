@@ -100,7 +100,9 @@ class Parser(argparse.ArgumentParser):
         return hits.pop() if len(hits) == 1 else None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``command`` only that sub-command's module is imported (the others get an
+    empty parser that still lists them in ``--help``)."""
     from . import __version__
 
     parser = Parser(prog="videomamba", description="VideoMamba: video understanding "
@@ -110,12 +112,24 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(_module=module)
-        importlib.import_module(f"videomamba.commands.{module}").add_arguments(p)
+        if command is None or name == command:
+            importlib.import_module(f"videomamba.commands.{module}").add_arguments(p)
     return parser
 
 
+def _command_in(argv: list[str]) -> str | None:
+    """The sub-command named in ``argv`` (the first word that is one), or None."""
+    for a in argv:
+        if a in COMMANDS:
+            return a
+        if not a.startswith("-"):
+            return None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_in(argv))
     args = parser.parse_args(argv)       # KEY=VALUE overrides may come before, between or after options
     if not getattr(args, "command", None):
         parser.print_help()

@@ -10,9 +10,19 @@ a config, resumable seeded loaders), ``state`` (training checkpoints), ``trainer
 Applications that use a trained model (predict, evaluate, convert, demo) are in
 :mod:`videomamba.apps`.
 """
-from .config import ConfigError, TrainConfig, dump_yaml, list_configs, load_config
-from .trainer import NonFiniteLossError, TrainingInterrupted, TrainResult, train
-from .validation import run_eval
+import importlib
+
+# imported on first use, so that ``from videomamba.engine.tasks import ...`` does not load the trainer
+_EXPORTS = {"ConfigError": "config", "TrainConfig": "config", "dump_yaml": "config", "list_configs": "config",
+            "load_config": "config", "NonFiniteLossError": "trainer", "TrainingInterrupted": "trainer",
+            "TrainResult": "trainer", "train": "trainer", "run_eval": "validation"}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["train", "load_config", "TrainConfig", "TrainResult", "ConfigError", "NonFiniteLossError",
            "TrainingInterrupted", "run_eval", "dump_yaml", "list_configs"]
