@@ -147,7 +147,7 @@ def _joint_table(pe, sd, cfg, source, cls_row, note):
         if c_src not in (0, 1):
             raise CheckpointError(f"pos_embed: checkpoint table {tuple(pe.shape)} does not fit its grid {source.grid}")
         if (ts, hs, ws) != (t0, h0, w0):
-            note.append(f"joint {(ts, hs, ws)}->{(t0, h0, w0)} trilinear")
+            note.append(f"joint {(ts, hs, ws)}->{(t0, h0, w0)} (linear in time, bicubic per frame)")
         return (pe[:, :1] if c_src else None), resample_joint_pos(pe[:, c_src:], (ts, hs, ws), (t0, h0, w0))
     cls, patch = split_pos_table(pe, cls_row)
     if patch is None:
