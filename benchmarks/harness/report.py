@@ -442,6 +442,8 @@ def write_page(data: dict, page: Path, plot_dir: Path, command: "str | list[str]
           f"| torch / threads | {m['torch']} / {records[0].get('threads') if records else m['torch_threads']} |",
           f"| transformers | {m.get('transformers')} |", f"| python | {m['python']} |",
           f"| scan backend (auto resolves to) | {_backend(records)} |",
+          f"| process settings (as a user runs it) | {_process_settings(records, True)} |",
+          f"| process settings (tuned rows) | {_process_settings(records, False)} |",
           f"| load average (1/5/15 min) | " + "; ".join(f"{h['when']} {h['load_avg']}" for h in hist) + " |",
           f"| CPU share obtained (median over configurations; 1 = the cores were ours) | "
           f"{_median(shares)} |",
@@ -524,6 +526,17 @@ def _median(xs) -> str:
         return "?"
     xs = sorted(xs)
     return f"{xs[len(xs) // 2]:.2f}"
+
+
+def _process_settings(records, as_user: bool) -> str:
+    """The OpenMP and malloc settings the records of one kind ran with (their distinct values)."""
+    rs = [r for r in records if r.get("spec", {}).get("kind", "model") == "model"
+          and analysis.ran_as_user(r) == as_user]
+    if not rs:
+        return "none in this run"
+    omp = sorted({str(r.get("openmp") or "not recorded") for r in rs})
+    mal = sorted({str(r.get("malloc") or "not recorded") for r in rs})
+    return f"OpenMP: {' / '.join(omp)}; malloc: {' / '.join(mal)}"
 
 
 def _backend(records) -> str:

@@ -126,11 +126,15 @@ RECORD_KEYS = {"status", "spec", "id", "warmup_s", "times_s", "n", "median_s", "
 def test_cli_runs_a_toy_config_and_writes_json_page_and_plots(tmp_path):
     out = tmp_path / "res"
     rc = bench_main(["--toy", "--out", str(out), "--no-micro", "--repeats", "1", "--timeout", "600",
-               "--only", "infer/toy_videomamba/T2/*"])
+               "--only", "infer/toy_videomamb*[af]/T2/*"])      # ours, and on the release-equivalent path
     assert rc == 0
     data = json.loads((out / "results.json").read_text())
     assert data["schema"] == suite.SCHEMA and data["machine"]["cores"] >= 1 and data["machine"]["torch"]
-    (r,) = data["records"]
+    by_id = {x["id"]: x for x in data["records"]}
+    assert len(by_id) == 2
+    r = by_id["infer/toy_videomamba/T2/B1/fp32/cpu/img32"]
+    ref = by_id["infer/toy_videomamba+env:VIDEOMAMBA_SCAN_BACKEND=ref/T2/B1/fp32/cpu/img32"]
+    assert ref["status"] == "ok" and ref["scan_backend"] == "ref" and ref["as_user"] is True
     assert r["status"] == "ok", r
     assert RECORD_KEYS <= set(r)
     assert r["id"] == "infer/toy_videomamba/T2/B1/fp32/cpu/img32"
@@ -141,6 +145,9 @@ def test_cli_runs_a_toy_config_and_writes_json_page_and_plots(tmp_path):
     assert r["openmp"] in ("OMP_WAIT_POLICY=PASSIVE",) or r["openmp"].startswith("environment:")
     page = (out / "RESULTS.md").read_text()
     assert "## Machine" in page and "toy VideoMamba" in page and "## Targets" in page
+    assert "toy VideoMamba [release-equivalent: sequential reference scan]" in page
+    assert "| process settings (as a user runs it) | OpenMP: OMP_WAIT_POLICY=PASSIVE; malloc: default: glibc's own" \
+        in page or "OpenMP: environment:" in page
     pytest.importorskip("matplotlib")
     assert (out / "infer_B1_fp32_cpu.png").stat().st_size > 1000
 
