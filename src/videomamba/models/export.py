@@ -7,8 +7,9 @@ Glossary: B batch, C channels, T frames, H x W pixels.
   loading the program needs ``import videomamba`` first (which registers them); it runs where
   the kernels do (CPU; the scan also on CUDA with mamba_ssm).
 - ``onnx``: ``torch.onnx.export`` (the torch.export-based exporter) traced under
-  ``use_backend("torch")``: the scan is the pure-torch chunked scan, plain tensor ops that any
-  ONNX runtime executes. The file holds its weights (no external data file).
+  ``use_backend("torch")``: the scan is the pure-torch scan in its exported form (log2 L
+  vectorised steps, ``scan_torch._log_depth``), plain tensor ops that any ONNX runtime executes.
+  The file holds its weights (no external data file).
 
 Every export is written atomically, loaded back from disk and run on the example input; the
 largest absolute difference from the eager model's logits is reported.
