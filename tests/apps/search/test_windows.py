@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from videomamba.apps.search.windows import (ClipSpec, WindowSpec, batch_to_model_input, iter_windows, plan_windows,
+from videomamba.data.clip_config import ClipConfig
+from videomamba.apps.search.windows import (WindowSpec, batch_to_model_input, iter_windows, plan_windows,
                                             probe, to_model_input, window_bounds)
 from videomamba.data import transforms as TF
 from videomamba.data.video import VideoDecodeError, decode_video
@@ -34,7 +35,7 @@ def test_plans_sample_inside_their_window(tmp_path):
 def test_streaming_decode_matches_random_access_decode(tmp_path):
     path = write_motion_video(tmp_path / "v.mp4", ["left", "up", "right"], seconds_each=3, fps=8, size=48)
     info, times = probe(path)
-    clip = ClipSpec(num_frames=5, img_size=32, short_side=40)
+    clip = ClipConfig(num_frames=5, img_size=32, short_side=40)
     plans = plan_windows(info, times, WindowSpec(2, 0.5), clip.num_frames)
     got = list(iter_windows(path, plans, clip))
     assert [w.plan for w in got] == plans
@@ -56,7 +57,7 @@ def test_truncated_file_raises_decode_error(tmp_path):
     bad.write_bytes(data[: len(data) // 2])
     with pytest.raises(VideoDecodeError):
         info, times = probe(bad)
-        list(iter_windows(bad, plan_windows(info, times, WindowSpec(2, 1), 4), ClipSpec(4, 32, 32)))
+        list(iter_windows(bad, plan_windows(info, times, WindowSpec(2, 1), 4), ClipConfig(num_frames=4, img_size=32, short_side=32)))
 
 
 def test_held_frames_do_not_grow_with_video_length(tmp_path, monkeypatch):
@@ -75,7 +76,7 @@ def test_held_frames_do_not_grow_with_video_length(tmp_path, monkeypatch):
         return t
 
     monkeypatch.setattr(Wn, "_prepare", tracked)
-    clip = ClipSpec(num_frames=4, img_size=16, short_side=16)
+    clip = ClipConfig(num_frames=4, img_size=16, short_side=16)
     peaks = []
     for seconds in (15, 120):
         path = write_motion_video(tmp_path / f"v{seconds}.mp4", ["left", "right", "up", "down"] * (seconds // 16 + 1),

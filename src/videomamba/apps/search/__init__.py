@@ -6,7 +6,7 @@ classifier (example queries). The CLI is ``videomamba index | search | serve``.
 """
 from .embedders import Embedder, TextQueryUnsupported, load_embedder, model_id
 from .index import AddReport, Hit, Index, IndexMismatchError, merge_hits
-from .windows import ClipSpec, WindowSpec, clip_spec
+from .windows import WindowSpec, clip_spec
 
-__all__ = ["AddReport", "ClipSpec", "Embedder", "Hit", "Index", "IndexMismatchError", "TextQueryUnsupported",
+__all__ = ["AddReport", "Embedder", "Hit", "Index", "IndexMismatchError", "TextQueryUnsupported",
            "WindowSpec", "clip_spec", "load_embedder", "merge_hits", "model_id"]

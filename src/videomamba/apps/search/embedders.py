@@ -24,7 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .windows import ClipSpec, clip_spec
+from ...data.clip_config import ClipConfig
+from .windows import clip_spec
 
 KINDS = ("video_text", "classifier")
 
@@ -70,7 +71,7 @@ class Embedder:
     """Embeds batches of windows (and text, for video-text models) as float32 numpy rows."""
 
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu",
-                 clip: ClipSpec | None = None, source: str | None = None):
+                 clip: ClipConfig | None = None, source: str | None = None):
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.kind = model_kind(model)

@@ -38,7 +38,8 @@ import numpy as np
 from ...data.video import VideoDecodeError
 from .embedders import Embedder, TextQueryUnsupported
 from .vectors import KINDS, VectorStore, choose_kind
-from .windows import (TIME_SCALE, ClipSpec, WindowPlan, WindowSpec, batch_to_model_input, iter_windows, plan_span,
+from ...data.clip_config import ClipConfig
+from .windows import (TIME_SCALE, WindowPlan, WindowSpec, batch_to_model_input, iter_windows, plan_span,
                       plan_windows, probe)
 
 log = logging.getLogger(__name__)
@@ -246,9 +247,10 @@ class Index:
         return WindowSpec(self.settings["window_length"], self.settings["window_stride"])
 
     @property
-    def clip(self) -> ClipSpec:
+    def clip(self) -> ClipConfig:
         s = self.settings
-        return ClipSpec(s["num_frames"], s["img_size"], s["short_side"], tuple(s["mean"]), tuple(s["std"]))
+        return ClipConfig(num_frames=s["num_frames"], img_size=s["img_size"], short_side=s["short_side"],
+                          mean=tuple(s["mean"]), std=tuple(s["std"]))
 
     def check_embedder(self, embedder: Embedder) -> None:
         if embedder.model_id != self.model_id:
@@ -651,7 +653,7 @@ class Index:
             "SELECT f.path, w.start_ms, w.end_ms, w.vector FROM windows w JOIN files f ON f.hash = w.hash"))
 
 
-def _decode_events(todo: list[_Pending], clip: ClipSpec) -> Iterator[tuple[str, _Pending, object]]:
+def _decode_events(todo: list[_Pending], clip: ClipConfig) -> Iterator[tuple[str, _Pending, object]]:
     """("window", content, Window) for every planned window, then ("done", content, None), or
     ("skip", content, reason) when the file breaks part-way: a broken file never stops the run."""
     for p in todo:

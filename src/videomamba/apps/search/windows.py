@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ...data import transforms as TF
+from ...data.clip_config import ClipConfig
 from ...data.sampling import sample_indices
 from ...data.video import VideoDecodeError, VideoInfo, open_video
 
@@ -42,52 +43,13 @@ class WindowSpec:
             raise ValueError(f"window stride must be > 0 seconds, got {self.stride}")
 
 
-@dataclass(frozen=True)
-class ClipSpec:
-    """How a window's frames become model input: T frames, short side resized to ``short_side``,
-    centre crop ``img_size``, normalised with ``mean`` / ``std``."""
-    num_frames: int
-    img_size: int
-    short_side: int
-    mean: tuple[float, float, float] = TF.IMAGENET_MEAN
-    std: tuple[float, float, float] = TF.IMAGENET_STD
-
-
-def clip_spec(model) -> ClipSpec:
-    """The one place that reads a model's input geometry (frames, size, normalisation).
-
-    A backbone (``model.cfg.num_frames``) goes through :meth:`videomamba.data.clip_config.ClipConfig.for_model`
-    (what training saved, else the release's defaults); a wrapper such as the video-text model through
-    its nested ``vision`` config, preferring what training recorded in ``extra["data"]``.
-    """
-    cfg = getattr(model, "cfg", None)
-    if cfg is None:
+def clip_spec(model) -> ClipConfig:
+    """The model's input geometry (frames, size, normalisation): :meth:`ClipConfig.for_model`, with
+    the short side filled in (windows are resized to it, then centre-cropped)."""
+    if getattr(model, "cfg", None) is None:
         raise ValueError(f"{type(model).__name__} has no .cfg: cannot tell its frames and input size")
-    if getattr(cfg, "num_frames", None):          # a backbone: the library's clip config decides
-        from ...data.clip_config import ClipConfig
-
-        c = ClipConfig.for_model(model)
-        return ClipSpec(c.num_frames, c.img_size, c.short_side or c.img_size, tuple(c.mean), tuple(c.std))
-    # a wrapper (video-text): its vision tower's config, and what training saved
-    cands = [cfg] + [getattr(cfg, k) for k in ("vision", "video", "backbone") if getattr(cfg, k, None) is not None]
-    extra = {}
-    for c in cands:
-        extra = dict((getattr(c, "extra", None) or {}).get("data") or {}) or extra
-
-    def pick(name):
-        if extra.get(name):
-            return extra[name]
-        for c in cands:
-            v = c.get(name) if isinstance(c, dict) else getattr(c, name, None)
-            if v:
-                return v
-        raise ValueError(f"{type(model).__name__}: its config has no {name!r}")
-
-    T, size = int(pick("num_frames")), int(pick("img_size"))
-    short = int(extra.get("short_side") or size)
-    mean = tuple(extra.get("mean") or TF.IMAGENET_MEAN)
-    std = tuple(extra.get("std") or TF.IMAGENET_STD)
-    return ClipSpec(T, size, short, mean, std)
+    c = ClipConfig.for_model(model)
+    return c.replace(short_side=c.short_side or c.img_size)
 
 
 @dataclass(frozen=True)
@@ -158,12 +120,12 @@ def probe(path) -> tuple[VideoInfo, list[float] | None]:
         return reader.info, reader.frame_times
 
 
-def to_model_input(frames: torch.Tensor, clip: ClipSpec) -> torch.Tensor:
+def to_model_input(frames: torch.Tensor, clip: ClipConfig) -> torch.Tensor:
     """(T, 3, H, W) uint8 -> (3, T, H, W) float32, normalised."""
     return TF.normalize(frames, clip.mean, clip.std)
 
 
-def batch_to_model_input(clips: list[torch.Tensor], clip: ClipSpec) -> torch.Tensor:
+def batch_to_model_input(clips: list[torch.Tensor], clip: ClipConfig) -> torch.Tensor:
     """B clips (T, 3, H, W) uint8 -> (B, 3, T, H, W) float32, normalised like :func:`to_model_input`
     (``(x / 255 - mean) / std`` as one multiply-add over the batch: per-clip small ops cost more than
     the arithmetic)."""
@@ -173,13 +135,13 @@ def batch_to_model_input(clips: list[torch.Tensor], clip: ClipSpec) -> torch.Ten
     return x.mul_(1.0 / (255.0 * std)).sub_(mean / std).contiguous()
 
 
-def _prepare(rgb: np.ndarray, clip: ClipSpec) -> torch.Tensor:
+def _prepare(rgb: np.ndarray, clip: ClipConfig) -> torch.Tensor:
     x = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)                   # (1, 3, H, W) uint8
     x = TF.center_crop(TF.resize_short_side(x, clip.short_side), clip.img_size)
     return x[0].contiguous()
 
 
-def iter_windows(path, plans: list[WindowPlan], clip: ClipSpec, threads: int = 0) -> Iterator[Window]:
+def iter_windows(path, plans: list[WindowPlan], clip: ClipConfig, threads: int = 0) -> Iterator[Window]:
     """Decode ``path`` once, front to back, and yield each planned window as soon as its last frame is in.
 
     ``plans`` must be in time order (a subset of :func:`plan_windows`). Held memory: the frames that
