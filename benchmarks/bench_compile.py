@@ -20,7 +20,6 @@ import datetime as _dt
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,8 @@ import torch
 
 import videomamba
 from videomamba.fileio import atomic_write_text
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness.machine import cpu_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "compile.json"
@@ -37,16 +38,6 @@ CONFIGS = {
     "tiny_f8_224": ("videomamba_tiny", 8, 224),
     "tiny_f4_112": ("videomamba_tiny", 4, 112),
 }
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                    if line.startswith("Model name"))
-    except Exception:  # noqa: BLE001 - a name is informative only
-        import platform
-        return platform.processor() or platform.machine()
 
 
 def bench_config(name: str, repeats: int, warmup: int, batch: int) -> dict:

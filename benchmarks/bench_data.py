@@ -31,6 +31,7 @@ import torch
 from videomamba.data import AugmentConfig, VideoDataset, make_synthetic, open_video
 from videomamba.data.sampling import dense_indices, segment_indices
 from videomamba.fileio import atomic_write_text
+from harness.machine import cpu_name  # noqa: E402
 
 
 def find_bikes() -> Path | None:
@@ -139,14 +140,6 @@ def bench_loader(annotation: Path, clips: int, repeats: int, batch_size: int = 4
             "clips_per_s_median": round(statistics.median(rates), 2),
             "clips_per_s_min": round(min(rates), 2), "clips_per_s_max": round(max(rates), 2),
             "repeats": repeats, "clips_timed_per_repeat": clips}
-
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    for line in cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def main(argv=None) -> int:

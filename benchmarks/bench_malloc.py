@@ -31,6 +31,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # the harness package next to this file
+from harness.machine import cpu_name  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # the harness package next to this file
 
 from harness.paths import REPO, scrub  # noqa: E402
 
@@ -49,6 +52,7 @@ SETTINGS = {
 
 CHILD = r"""
 import json, statistics, sys, time, torch, videomamba
+from harness.machine import cpu_name  # noqa: E402
 cfg = json.loads(sys.argv[1])
 torch.set_num_threads(cfg["threads"])
 torch.manual_seed(0)
@@ -68,14 +72,6 @@ for _ in range(cfg["steps"]):
     times.append(time.perf_counter() - t)
 print(json.dumps({"median_step_s": statistics.median(times[1:] or times), "steps": len(times)}))
 """
-
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    for line in cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def run_setting(env_extra: dict, cfg: dict) -> dict:

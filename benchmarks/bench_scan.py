@@ -44,6 +44,7 @@ from videomamba.ops import cpu_kernel, selective_scan_ref
 from videomamba.ops.conv import causal_conv1d_ref
 from videomamba.ops.norm import rms_norm_ref
 from videomamba.ops.scan_torch import selective_scan_torch
+from harness.machine import cpu_name  # noqa: E402
 
 POINT = (384, 3137)
 SWEEP_L = (1024, 3137, 6273, 12545)
@@ -162,16 +163,6 @@ def bench_aux(rounds, warmup):
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def find(rows, E, L, impl, mode):
     for r in rows:
         if (r["E"], r["L"], r["impl"], r["mode"]) == (E, L, impl, mode):
@@ -249,7 +240,7 @@ def main(argv=None):
     result = {
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "torch": torch.__version__, "threads": args.threads, "clock": args.clock,
-        "machine": platform.machine(), "cpu": _cpu_name(), "peaks": peaks,
+        "machine": platform.machine(), "cpu": cpu_name(), "peaks": peaks,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "load_average_at_start": load_start, "load_average_at_end": None,
         "kernel": {"available": mod is not None, "error": cpu_kernel.load_error(),

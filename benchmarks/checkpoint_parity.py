@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness.machine import cpu_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -29,14 +29,6 @@ def _load(name):
 
 def _diff(a, b) -> float:
     return float((a.detach().float() - b.float()).abs().max())
-
-
-def _cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except Exception:  # noqa: BLE001
-        return platform.processor() or "unknown"
 
 
 def main(argv=None) -> int:
@@ -119,7 +111,7 @@ def main(argv=None) -> int:
         row("video-text file", "official_mm_tiny.pt", "convert + reload", "video embeddings x text embeddings (sim_v2t)",
             _diff(m2.encode_video(mm["video"]) @ m2.text_embedding(tt).T, mm["sim_v2t"]))
 
-    out = {"command": "python benchmarks/checkpoint_parity.py", "cpu": _cpu_name(), "torch": torch.__version__,
+    out = {"command": "python benchmarks/checkpoint_parity.py", "cpu": cpu_name(), "torch": torch.__version__,
            "tolerance": 1e-4, "rows": rows, "all_within_tolerance": all(r["max_abs_error"] <= 1e-4 for r in rows)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")

@@ -34,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # the harness package next to this file
 
 from harness.paths import REPO, scrub  # noqa: E402
+from harness.machine import cpu_name  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "demo_timing.json"
 SCHEMA = "videomamba-demo-timing/1"
@@ -41,14 +42,6 @@ QUIET_MAX_S = 15 * 60
 MIN_TOP1 = 90.0
 LOADED_MAX_X = 1.5
 NEIGHBOUR = "while True: pass"
-
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    for line in cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def start_neighbour() -> subprocess.Popen:

@@ -36,6 +36,8 @@ from pathlib import Path
 
 from videomamba.cli import main as vm_main
 from videomamba.fileio import atomic_write_text
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness.machine import cpu_name  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = RESULTS.parents[1]
@@ -45,14 +47,6 @@ def rel(p: Path) -> str:
     """A path as committed result files hold it: repo-relative when inside the repository."""
     p = Path(p).resolve()
     return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    import platform
-    return platform.processor() or platform.machine()
 
 
 def run(argv: list[str], log: list) -> float:

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from .machine import cpu_name
 
 POLL_S = 0.05
 
@@ -115,16 +116,6 @@ def run_spec(spec: dict, timeout_s: float = 600.0, mem_limit_mb: float | None = 
     return rec
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _cpu_flags() -> list[str]:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -173,7 +164,7 @@ def describe_machine() -> dict:
     except AttributeError:
         cores = os.cpu_count()
     m = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "hostname": platform.node(),
-         "cpu": _cpu_model(), "cpu_flags": _cpu_flags(), "cores": cores, "mem_total_gb": _mem_total_gb(),
+         "cpu": cpu_name(), "cpu_flags": _cpu_flags(), "cores": cores, "mem_total_gb": _mem_total_gb(),
          "python": platform.python_version(), "torch": torch.__version__, "transformers": tf,
          "torch_threads": torch.get_num_threads(), "git": _git_rev(),
          "scan_backend_env": os.environ.get("VIDEOMAMBA_SCAN_BACKEND"),
