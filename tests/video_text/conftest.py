@@ -1,12 +1,12 @@
 """Shared helpers for the video-text tests: the release fixture, mapped onto this model."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
+from _requirements import FIXTURE_HOW, fixtures_dir, require_file
 
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "official_mm_tiny.pt"
+FIXTURE = fixtures_dir() / "official_mm_tiny.pt"
 
 
 def release_to_model_keys(sd: dict) -> dict:
@@ -32,9 +32,7 @@ def release_to_model_keys(sd: dict) -> dict:
 
 @pytest.fixture(scope="session")
 def mm_fixture():
-    if not FIXTURE.is_file():
-        pytest.skip(f"{FIXTURE} not present")
-    return torch.load(FIXTURE, map_location="cpu", weights_only=True)
+    return torch.load(require_file(FIXTURE, FIXTURE_HOW), map_location="cpu", weights_only=True)
 
 
 @pytest.fixture(scope="session")

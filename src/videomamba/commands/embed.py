@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.embed import embed_files
+    from ..apps.embed import embed_files
 
     res = embed_files(args.checkpoint, videos=args.videos, videos_from=args.videos_from, texts=args.texts,
                       texts_from=args.texts_from, out_dir=args.out, fmt=args.format, clips=args.clips,

@@ -33,7 +33,6 @@ the labels, for ``augment.symmetries``, which augments with those transforms and
 from __future__ import annotations
 
 import colorsys
-import fractions
 import json
 import logging
 import multiprocessing
@@ -43,7 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import atomic_path, atomic_write_text
+from ..fileio import atomic_write_text
+from .video import write_video
 
 log = logging.getLogger(__name__)
 
@@ -300,27 +300,12 @@ def render_class_video(name: str, i: int, frames: int = 16, size: int = 64, seed
 
 
 def write_mp4(path, video: np.ndarray, fps: int = 8, crf: int = 17) -> None:
-    """Encode uint8 (T, H, W, 3) frames as h264 (yuv420p needs even H and W), atomically."""
-    import av
-
+    """Encode uint8 (T, H, W, 3) frames as h264, atomically and deterministically
+    (:func:`videomamba.data.video.write_video`)."""
     T, H, W, _ = video.shape
     if H % 2 or W % 2:
         raise ValueError(f"{path}: h264 in yuv420p needs even frame sizes, got {W}x{H}")
-    with atomic_path(path) as tmp:
-        with av.open(str(tmp), "w", format="mp4") as container:
-            # One thread and no macroblock-tree: with mbtree, x264 gave different bytes for the same
-            # input now and then on tiny frames (32 px), which would break same-seed-same-data.
-            stream = container.add_stream("libx264", rate=fps, options={
-                "crf": str(crf), "preset": "medium", "threads": "1", "x264-params": "no-mbtree=1"})
-            stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-            stream.codec_context.thread_count = 1
-            for t, frame in enumerate(video):
-                f = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-                f.pts, f.time_base = t, fractions.Fraction(1, fps)
-                for packet in stream.encode(f):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
+    write_video(path, video, fps=fps, crf=crf)
 
 
 def _write_one(task) -> str | None:

@@ -12,6 +12,8 @@ Config: ``model:`` names the vision tower (a preset + VideoMamba fields), ``vide
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import re
 import tempfile
@@ -114,14 +116,13 @@ class VideoTextTask:
 # ------------------------------------------------------------------------------ trainer hooks
 def _dataset(cfg, path, train: bool):
     from ..data.captions import VideoTextDataset, dataset_preset
-    from ..data.dataset import AugmentConfig
 
     vt, d, a = cfg.video_text, cfg.data, cfg.augment
     paragraph, _ = dataset_preset(vt.dataset)
     if vt.paragraph is not None:
         paragraph = vt.paragraph
-    aug = AugmentConfig(rand_augment=a.rand_augment, scale=a.scale, ratio=a.ratio, random_erasing=a.random_erasing,
-                        flip=a.flip, random_crop=a.random_crop) if train else None
+    # the clip-level augmentations of the config (symmetries relabel classes: not for captions)
+    aug = dataclasses.replace(a, symmetries=()) if train else None
     return VideoTextDataset(path, d.root, train=train, paragraph=paragraph, num_frames=d.num_frames,
                             img_size=d.img_size, num_clips=1 if train else d.test_clips, sampling=d.sampling,
                             sample_stride=d.sample_stride, augment=aug, flip=a.flip, skip_missing=vt.skip_missing,

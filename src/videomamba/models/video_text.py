@@ -574,14 +574,3 @@ def load_video_text(path: "str | Path", **kwargs) -> VideoTextModel:
         raise ValueError(f"{path} holds a {type(model).__name__}, not a video-text model (its state dict has "
                          f"no text_encoder.* keys)")
     return model
-
-
-# The checkpoint route's mapping functions, re-exported where it looks for them.
-def video_text_state_dict(*args, **kwargs):
-    from ..checkpoint.video_text import video_text_state_dict as fn
-    return fn(*args, **kwargs)
-
-
-def video_text_from_checkpoint(*args, **kwargs):
-    from ..checkpoint.video_text import video_text_from_checkpoint as fn
-    return fn(*args, **kwargs)

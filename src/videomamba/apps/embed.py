@@ -54,7 +54,7 @@ def embed_files(checkpoint, videos=(), videos_from=None, texts=(), texts_from=No
     from ..data.dataset import load_video_clips
     from ..data.video import VideoDecodeError
     from ..models.video_text import load_video_text
-    from .distributed import resolve_device
+    from ..runtime import resolve_device
 
     videos = list(videos) + (_read_list(videos_from, "video") if videos_from else [])
     texts = list(texts) + (_read_list(texts_from, "caption") if texts_from else [])
