@@ -125,6 +125,9 @@ def test_video_text_file_full_model(mm_pth):
     rep = model.load_report
     assert rep.missing == [] and rep.unexpected == []
     assert "text_encoder.*" in rep.adapted and "mlm_head.*" in rep.adapted
+    from videomamba.data.clip_config import ClipConfig
+    clip = ClipConfig.for_model(model)                  # preprocessing travels with the model
+    assert (clip.task, clip.num_frames, clip.img_size) == ("retrieval", 4, 64)
     with torch.no_grad():
         video = model.encode_video(data["video"])
         text_tokens = model.encode_text_tokens(data["text_ids"], data["text_mask"])

@@ -36,7 +36,7 @@ class ClipConfig:
     view_batch: int | None = None         # views per forward pass at test time (None: all at once)
     class_names: tuple[str, ...] | None = None
     dataset: str | None = None            # a known dataset these defaults / names came from
-    task: str = "classification"
+    task: str = "classification"         # classification | regression | retrieval (video-text)
 
     def __post_init__(self):
         for k in ("num_frames", "img_size", "sample_stride", "test_clips", "test_crops"):
@@ -87,6 +87,8 @@ class ClipConfig:
             base["class_names"] = extra["classes"]
         if saved or extra.get("classes") is not None:
             return cls.from_dict({**base, **(saved or {}), "task": extra.get("task", "classification")})
+        if hasattr(model, "encode_text"):             # a video-text model: retrieval, its own tables
+            return cls.from_dict({**base, "task": "retrieval"})
         name = guess_dataset(source or extra.get("converted_from"), getattr(cfg, "num_classes", 0))
         if name is None:
             return cls.from_dict(base)
