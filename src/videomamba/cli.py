@@ -33,8 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 # Commands that run models for long: they fix glibc's malloc mmap threshold first (runtime.py).
 LONG_JOBS = {"train", "pretrain", "eval", "predict", "demo", "analyze", "index", "embed"}
-# Opt-in: the fixed mmap threshold cuts a 64-frame training step's peak RSS ~3.7 -> ~1.0 GB but
-# costs 60-80 % more time per step (page faults on every large tensor); see videomamba.runtime.
+# Opt-in: the fixed mmap threshold lowers a training step's peak RSS but costs time (page faults on
+# every large tensor); python benchmarks/bench_malloc.py measures both. See videomamba.runtime.
 MALLOC_TUNE_ENV = "VIDEOMAMBA_MALLOC_TUNE"
 
 
