@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 # ------------------------------------------------------------------------------ metrics
@@ -105,25 +104,30 @@ def rerank(model, sim_v2t: torch.Tensor, video_tokens: torch.Tensor, text_tokens
             out.append((s / V).cpu())
         return torch.cat(out) if out else torch.empty(0)
 
+    # Every (caption, video) pair that either direction's top-k needs, scored once: the matching
+    # score of a pair is the same whichever side asked, and micro-batches span many queries.
+    top_v2t = sim_v2t.topk(min(k_test, Nt), dim=1).indices                       # (Nv, k) captions
+    top_t2v = sim_v2t.T.topk(min(k_test, Nv), dim=1).indices                     # (Nt, k) videos
+    v_of = torch.arange(Nv)[:, None].expand_as(top_v2t)
+    t_of = torch.arange(Nt)[:, None].expand_as(top_t2v)
+    keys = torch.cat([top_v2t.reshape(-1) * Nv + v_of.reshape(-1), t_of.reshape(-1) * Nv + top_t2v.reshape(-1)])
+    uniq, inverse = keys.unique(return_inverse=True)
+    t_idx, v_idx = uniq // Nv, uniq % Nv
+    scores = []
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=Nv + Nt, desc="re-ranking", unit="query")
-    k = min(k_test, Nt)
-    for v in range(Nv):
-        top = sim_v2t[v].topk(k).indices
-        v2t[v, top] = score(top, torch.full_like(top, v))
+        bar = tqdm(total=len(uniq), desc="re-ranking", unit="pair")
+    for j in range(0, len(uniq), micro_batch):
+        scores.append(score(t_idx[j:j + micro_batch], v_idx[j:j + micro_batch]))
         if bar is not None:
-            bar.update(1)
-    k = min(k_test, Nv)
-    sim_t2v = sim_v2t.T
-    for t in range(Nt):
-        top = sim_t2v[t].topk(k).indices
-        t2v[t, top] = score(torch.full_like(top, t), top)
-        if bar is not None:
-            bar.update(1)
+            bar.update(len(scores[-1]))
     if bar is not None:
         bar.close()
+    scores = torch.cat(scores) if scores else torch.empty(0)
+    n1 = top_v2t.numel()
+    v2t[v_of.reshape(-1), top_v2t.reshape(-1)] = scores[inverse[:n1]]
+    t2v[t_of.reshape(-1), top_t2v.reshape(-1)] = scores[inverse[n1:]]
     return v2t, t2v
 
 
