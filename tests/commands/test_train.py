@@ -1,14 +1,11 @@
 """In-process CLI tests on a tiny synthetic set: train (1 epoch), eval, predict, resume, NaN stop,
 bad configs, DDP through torchrun, and the demo end to end at toy size."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import torch
 
+from _torchrun import run_torchrun
 from videomamba.cli import main
 
 TINY = ["model.embed_dim=32", "model.depth=2", "model.patch_size=8", "data.img_size=32", "data.num_frames=4",
@@ -197,11 +194,8 @@ def test_bad_config_messages(synth, tmp_path, capsys, args, needle):
 
 
 def test_ddp_torchrun_module_entry(synth, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "videomamba", "train", "-c", "demo", *_data_args(synth), *TINY, "data.batch_size=2",
-           "optim.epochs=1", "train.threads=1", "-o", str(tmp_path)]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+    p = run_torchrun(["-m", "videomamba", "train", "-c", "demo", *_data_args(synth), *TINY, "data.batch_size=2",
+           "optim.epochs=1", "train.threads=1", "-o", str(tmp_path)])
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["world_size"] == 2 and s["replica_max_abs_diff"] == 0.0 and s["step"] == 3   # 12 videos / (batch 2 x 2 ranks)

@@ -1,11 +1,8 @@
 """torchrun with 2 CPU processes (gloo): sharded data, synced gradients, identical replicas."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import torch
+from _torchrun import run_torchrun
 
 from .test_resume import SCRIPT, _overrides
 
@@ -14,10 +11,7 @@ def test_ddp_two_processes_identical_weights(tmp_path):
     out = tmp_path / "run"
     ov = _overrides(out, **{"train.ema": False, "optim.epochs": 1, "train.checkpoint_every": 2,
                              "train.threads": 1, "model.drop_path_rate": 0.1})
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(SCRIPT), json.dumps(ov), "--save-rank-weights", str(tmp_path)]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+    p = run_torchrun([str(SCRIPT), json.dumps(ov), "--save-rank-weights", str(tmp_path)])
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     w1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
@@ -34,3 +28,20 @@ def test_ddp_two_processes_identical_weights(tmp_path):
     # the last step changed the weights (training really ran on both ranks)
     before = torch.load(out / "checkpoints" / "step_00000002.pt", weights_only=True)["model"]
     assert any(not torch.equal(before[k], w0[k]) for k in w0)
+
+
+def test_collective_timeout_from_the_environment(monkeypatch):
+    from datetime import timedelta
+
+    import pytest
+
+    from videomamba.engine.distributed import TIMEOUT_ENV, collective_timeout
+
+    monkeypatch.delenv(TIMEOUT_ENV, raising=False)
+    assert collective_timeout() is None                       # torch's default
+    monkeypatch.setenv(TIMEOUT_ENV, "90")
+    assert collective_timeout() == timedelta(seconds=90)
+    for bad in ("0", "-5", "soon"):
+        monkeypatch.setenv(TIMEOUT_ENV, bad)
+        with pytest.raises(ValueError, match=f"{TIMEOUT_ENV}='{bad}': expected a positive number of seconds"):
+            collective_timeout()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -33,6 +34,24 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
 
 
+TIMEOUT_ENV = "VIDEOMAMBA_DIST_TIMEOUT"
+
+
+def collective_timeout() -> timedelta | None:
+    """``$VIDEOMAMBA_DIST_TIMEOUT`` (seconds): how long a collective may wait for the other ranks
+    before it fails with an error instead of hanging (unset: torch's default)."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ValueError(f"{TIMEOUT_ENV}={raw!r}: expected a positive number of seconds")
+    return timedelta(seconds=seconds)
+
+
 def init_distributed(device_name: str = "auto") -> tuple[DistInfo, torch.device]:
     """Join the process group when launched by torchrun; otherwise a single process."""
     if not launched_by_torchrun():
@@ -44,7 +63,8 @@ def init_distributed(device_name: str = "auto") -> tuple[DistInfo, torch.device]
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
+        timeout = collective_timeout()
+        dist.init_process_group(backend=backend, **({"timeout": timeout} if timeout else {}))
     return DistInfo(rank, world, local, backend), device
 
 

@@ -1,12 +1,11 @@
 """videomamba index / search from the command line, in-process; torchrun with 2 CPU processes."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from _torchrun import run_torchrun
 from videomamba.apps.search import Index
 from videomamba.cli import main
 
@@ -50,11 +49,8 @@ def test_torchrun_two_processes_equals_one(tmp_path, motion_dir, classifier_dir)
     assert main(["index", str(motion_dir), "-k", str(classifier_dir), "-o", str(single), "--window", "2",
                  "--stride", "1", "--no-progress"]) == 0
     multi = tmp_path / "multi"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "videomamba", "index", str(motion_dir), "-k", str(classifier_dir), "-o", str(multi),
-           "--window", "2", "--stride", "1", "--no-progress", "--json"]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    p = run_torchrun(["-m", "videomamba", "index", str(motion_dir), "-k", str(classifier_dir), "-o", str(multi),
+                      "--window", "2", "--stride", "1", "--no-progress", "--json"])
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     rep = json.loads(p.stdout[p.stdout.index("{"):])
     assert rep["windows_embedded"] == 15 + 7 + 3 and [os.path.basename(s[0]) for s in rep["skipped"]] == ["broken.mp4"]
