@@ -31,10 +31,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # the harness package next to this file
+
 from harness.machine import cpu_name  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))   # the harness package next to this file
-
 from harness.paths import REPO, scrub  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "bench_malloc.json"
@@ -52,7 +50,6 @@ SETTINGS = {
 
 CHILD = r"""
 import json, statistics, sys, time, torch, videomamba
-from harness.machine import cpu_name  # noqa: E402
 cfg = json.loads(sys.argv[1])
 torch.set_num_threads(cfg["threads"])
 torch.manual_seed(0)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # the harness package next to this file
 from harness.machine import cpu_name  # noqa: E402
+from harness.paths import write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,12 +115,8 @@ def main(argv=None) -> int:
         "text_captions_per_video_clip": round(res["text_embedding"]["captions_per_s"]
                                               / res["video_embedding"]["clips_per_s"], 1),
         "rerank_over_similarity_time": round(t_rr / max(t_sim, 1e-9), 1)}
-    text = json.dumps(res, indent=2)
-    print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
-    print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    print(json.dumps(res, indent=2))
+    print(f"wrote {write_result(args.out, res)}")
     return 0
 
 

@@ -10,7 +10,6 @@ largest absolute difference from the original's tensors.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness.machine import cpu_name  # noqa: E402
+from harness.paths import write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -113,13 +113,12 @@ def main(argv=None) -> int:
 
     out = {"command": "python benchmarks/checkpoint_parity.py", "cpu": cpu_name(), "torch": torch.__version__,
            "tolerance": 1e-4, "rows": rows, "all_within_tolerance": all(r["max_abs_error"] <= 1e-4 for r in rows)}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    written = write_result(args.out, out)
     w = max(len(r["layout"]) for r in rows)
     print(f"{'layout':<{w}}  {'route':<28} {'compared':<46} max |error|")
     for r in rows:
         print(f"{r['layout']:<{w}}  {r['route']:<28} {r['compared']:<46} {r['max_abs_error']:.2e}")
-    print(f"wrote {Path(args.out).relative_to(ROOT) if Path(args.out).is_relative_to(ROOT) else args.out}")
+    print(f"wrote {written}")
     return 0 if out["all_within_tolerance"] else 1
 
 

@@ -45,7 +45,7 @@ NEIGHBOUR = "while True: pass"
 
 
 def start_neighbour() -> subprocess.Popen:
-    """One CPU-bound process (a busy loop), in its own session so that it can be stopped with what it started."""
+    """One CPU-bound process (a busy loop), in its own process group so that it can be stopped with what it started."""
     return subprocess.Popen([sys.executable, "-c", NEIGHBOUR], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # the harness package next to this file
 from harness.machine import cpu_name  # noqa: E402
+from harness.paths import write_result  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -103,13 +104,9 @@ def main(argv=None) -> int:
                                         for k in n},
         "example_captions": [it["caption"] for it in test_items[:6]],
     }
-    text = json.dumps(result, indent=2)
-    print(text)
+    print(json.dumps(result, indent=2))
     if not args.no_result:
-        p = Path(args.result)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text + "\n")
-        print(f"wrote {p}")
+        print(f"wrote {write_result(args.result, result)}")
     return 0
 
 

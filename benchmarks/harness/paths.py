@@ -87,6 +87,15 @@ def scrub_file(path: Path, write: bool = True, repo: Path = REPO) -> list[str]:
     return found
 
 
+def write_result(path, data, indent: int = 2) -> str:
+    """Write a result file (JSON, repo-relative paths, atomically); returns its path as printed."""
+    from videomamba.fileio import atomic_write_text
+
+    path = Path(path)
+    atomic_write_text(path, json.dumps(scrub(data), indent=indent) + "\n")
+    return str(path.resolve().relative_to(REPO)) if path.resolve().is_relative_to(REPO) else str(path)
+
+
 def _indent(text: str) -> int | None:
     m = re.match(r"[\[{]\n( +)", text)
     return len(m.group(1)) if m else None

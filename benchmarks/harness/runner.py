@@ -35,7 +35,7 @@ def _proc_rss_mb(pid: int) -> float:
 
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
-        os.killpg(proc.pid, signal.SIGKILL)   # the child's own session: only what we started
+        os.killpg(proc.pid, signal.SIGKILL)   # the child's own process group: only what we started
     except (ProcessLookupError, PermissionError):
         pass
 

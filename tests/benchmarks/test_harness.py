@@ -410,21 +410,24 @@ def test_kernel_benchmark_reports_its_distance_from_the_roofline():
 def test_scrub_makes_paths_repo_relative():
     from harness import paths as sp
 
-    repo = Path("/work/proj")
-    rec = {"stdout": "wrote /work/proj/benchmarks/results/scan.json\n", "cwd": "/work/proj",
-           "video": "/tmp/bench_data_hevu3fr4/synthetic/train.csv", "n": 3,
-           "list": ["/work/proj/runs/a.png", "plain text"], "/work/proj/key.json": 1}
+    import tempfile
+
+    repo = Path("/srv/checkout/proj")                         # an example checkout, not a real one
+    tmp = str(Path(tempfile.gettempdir()))                    # the temporary directory scrub knows
+    rec = {"stdout": f"wrote {repo}/benchmarks/results/scan.json\n", "cwd": str(repo),
+           "video": f"{tmp}/bench_data_hevu3fr4/synthetic/train.csv", "n": 3,
+           "list": [f"{repo}/runs/a.png", "plain text"], f"{repo}/key.json": 1}
     out = sp.scrub(rec, repo)
     assert out == {"stdout": "wrote benchmarks/results/scan.json\n", "cwd": ".",
                    "video": "<tmp>/synthetic/train.csv", "n": 3, "list": ["runs/a.png", "plain text"],
                    "key.json": 1}
-    assert sp.absolute_paths(rec) == ["/work/proj/benchmarks/results/scan.json", "/work/proj",
-                                      "/tmp/bench_data_hevu3fr4/synthetic/train.csv", "/work/proj/runs/a.png",
-                                      "/work/proj/key.json"]
+    assert sp.absolute_paths(rec) == [f"{repo}/benchmarks/results/scan.json", str(repo),
+                                      f"{tmp}/bench_data_hevu3fr4/synthetic/train.csv", f"{repo}/runs/a.png",
+                                      f"{repo}/key.json"]
     assert sp.absolute_paths(out) == []
-    assert sp.scrub_text("--out /tmp/bm.json", repo) == "--out <tmp>/bm.json"
+    assert sp.scrub_text(f"--out {tmp}/bm.json", repo) == "--out <tmp>/bm.json"
     # a sibling directory whose name starts like the repository's is not inside it
-    assert sp.scrub_text("/work/project2/x", repo) == "/work/project2/x"
+    assert sp.scrub_text(f"{repo}2/x", repo) == f"{repo}2/x"
 
 
 def test_committed_result_files_hold_no_absolute_paths():

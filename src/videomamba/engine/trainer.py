@@ -249,7 +249,11 @@ class _Trainer:
             if isinstance(self.method, MaskedPretraining) and self.val_loader is not None:
                 self.say("pretraining has no validation (no predictions): data.val is ignored")
                 self.val_loader = None
-        if cfg.train.grad_checkpointing:
+        self.place_model(model)
+
+    def place_model(self, model) -> None:
+        """Gradient checkpointing as configured, the model on this rank's device, wrapped for DDP."""
+        if self.cfg.train.grad_checkpointing:
             model.set_grad_checkpointing(True)
         self.model = model.to(self.device)
         self.ddp_model = self.model

@@ -240,13 +240,7 @@ def setup_model(tr) -> None:
     freeze_unused(model, {"vtc": vt.vtc, "vtm": vt.vtm, "mlm": vt.mlm, "uta": vt.uta})
     if not vt.learn_temp:
         model.temp.requires_grad_(False)
-    if cfg.train.grad_checkpointing:
-        model.set_grad_checkpointing(True)
-    tr.model = model.to(tr.device)
-    tr.ddp_model = tr.model
-    if tr.info.enabled:
-        tr.ddp_model = torch.nn.parallel.DistributedDataParallel(
-            tr.model, device_ids=[tr.device.index] if tr.device.type == "cuda" else None)
+    tr.place_model(model)
 
 
 def freeze_unused(model, weights: dict) -> list[str]:
