@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     import torch
 
     from videomamba.engine.retrieval import blockwise_similarity, rerank, retrieval_metrics
-    from videomamba.models.text import TextConfig, TextTokenizer, train_wordpiece
+    from videomamba.models.text import TextTokenizer, train_wordpiece
     from videomamba.models.video_text import VideoTextConfig, VideoTextModel
 
     torch.manual_seed(0)
