@@ -107,3 +107,28 @@ def test_trained_wordpiece_tokenizer(tmp_path):
         bad = tmp_path / "bad.txt"
         bad.write_text("hello\nworld\n")
         TextTokenizer(bad)
+
+
+def test_config_pooling_reaches_the_model(tmp_path):
+    """video_text.pool_type / keep_temporal build the model they name (engine setup hook)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from videomamba.engine import video_text
+    from videomamba.engine.config import load_config
+
+    cfg = load_config({"model": {"name": "videomamba_tiny", "embed_dim": 32, "depth": 1, "patch_size": 16},
+                       "data": {"num_frames": 4, "img_size": 32}, "task": {"type": "retrieval"},
+                       "video_text": {"text": {"hidden_size": 32, "num_hidden_layers": 2, "fusion_layer": 1,
+                                               "num_attention_heads": 2, "intermediate_size": 64},
+                                      "embed_dim": 16, "max_txt_l": 10, "vocab_size": 120,
+                                      "pool_type": "avg", "keep_temporal": False}})
+    tr = SimpleNamespace(cfg=cfg, out_dir=tmp_path, info=SimpleNamespace(is_main=True), say=lambda *a: None,
+                         train_dataset=SimpleNamespace(texts=["a red circle moving up", "a blue kite growing"]))
+    tr.place_model = lambda m: setattr(tr, "model", m)
+    video_text.setup_model(tr)
+    assert (tr.model.cfg.pool_type, tr.model.cfg.keep_temporal) == ("avg", False)
+    tok, pooled = tr.model.encode_vision(torch.randn(2, 3, 4, 32, 32))
+    assert pooled.shape == (2, 1, 32)                           # one feature per clip, not per frame
+    torch.testing.assert_close(pooled, tr.model.pool_norm(tok.mean(1, keepdim=True)))

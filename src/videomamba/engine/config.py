@@ -174,6 +174,8 @@ class VideoTextSection:
     embed_dim: int = 512
     temp: float = 0.07
     learn_temp: bool = True                # false: the temperature stays at ``temp``
+    pool_type: Literal["cls+avg", "avg", "cls"] = "cls+avg"   # the video feature (the release: cls + frame mean)
+    keep_temporal: bool = True             # one feature per frame, similarity = mean over frames (the release)
     max_txt_l: int | None = None           # null: the dataset preset's, else 32
     tokenizer: str | None = None
     vocab_size: int = 1000

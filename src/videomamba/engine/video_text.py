@@ -222,7 +222,8 @@ def setup_model(tr) -> None:
         text.setdefault("max_position_embeddings", max(512 if vt.tokenizer else 64, max_txt_len(cfg)))
         try:
             mcfg = VideoTextConfig(vision=vision, text=TextConfig.from_dict(text), embed_dim=vt.embed_dim,
-                                   temp=vt.temp, max_txt_l=max_txt_len(cfg), uta=vt.uta > 0, uta_dim=vt.uta_dim)
+                                   temp=vt.temp, max_txt_l=max_txt_len(cfg), uta=vt.uta > 0, uta_dim=vt.uta_dim,
+                                   pool_type=vt.pool_type, keep_temporal=vt.keep_temporal)
         except ValueError as e:
             raise ConfigError(f"video_text: {e}") from None
         model = VideoTextModel(mcfg, tok)
