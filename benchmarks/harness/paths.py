@@ -96,6 +96,13 @@ def write_result(path, data, indent: int = 2) -> str:
     return str(path.resolve().relative_to(REPO)) if path.resolve().is_relative_to(REPO) else str(path)
 
 
+def print_result(data, path, write: bool = True) -> None:
+    """Print a script's result as JSON and, unless ``write`` is false (probes), write it to ``path``."""
+    print(json.dumps(data, indent=2))
+    if write:
+        print(f"wrote {write_result(path, data)}")
+
+
 def _indent(text: str) -> int | None:
     m = re.match(r"[\[{]\n( +)", text)
     return len(m.group(1)) if m else None

@@ -1,0 +1,184 @@
+#!/usr/bin/env python
+"""Probe for the retrieval demo recipe: trains a small video-text model on captioned synthetic clips
+held in memory, with a plain loop (independent of the engine), to compare recipes quickly.
+
+    python benchmarks/retrieval_probe.py root=DATA_DIR [secs=180 steps=0 ev=0 lr=2e-3 warm=100 bs=16
+        D=64 depth=4 ps=16 pstride=PS tub=1 size=64 pool=cls+avg kt=1 emb=64 tD=64 tl=3 fusion=2 heads=4 temp=0.07 vtc=1 vtm=0
+        rev=1 wd=0.05 seed=0 tag=NAME]
+
+DATA_DIR is a ``make_synthetic(captions=True)`` output (``captions_train.json`` / ``captions_val.json``,
+8 frames of 64 px, as ``benchmarks/retrieval_demo.py`` writes). Training stops after ``secs`` seconds
+or ``steps`` steps (linear warm-up over ``warm`` steps, then a cosine over the run's length: over the
+steps, or over the seconds when only ``secs`` is given). ``rev=1`` adds every clip played backwards with its
+caption mapped (meta.json caption_maps), as ``video_text.reverse_pairs`` does. Prints text->video and
+video->text R@1/5 (contrastive similarities) on the held-out clips with distinct captions, which
+attribute (colour, shape, motion) the wrong top-1 hits get wrong, and R@1 with frames shuffled.
+NT=threads (default: torch's). The first run caches the decoded clips in DATA_DIR/retrieval_probe_cache.pt.
+"""
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from videomamba.data.video import open_video
+from videomamba.engine.video_text import map_caption
+from videomamba.models.registry import get_config
+from videomamba.models.text import TextConfig, TextTokenizer, train_wordpiece
+from videomamba.models.video_text import VideoTextConfig, VideoTextModel
+
+if "NT" in os.environ:
+    torch.set_num_threads(int(os.environ["NT"]))
+args = dict(a.split("=", 1) for a in sys.argv[1:])
+root = Path(args["root"])
+get = lambda k, d, f=float: f(args.get(k, d))  # noqa: E731
+secs, steps, ev = get("secs", 180), get("steps", 0, int), get("ev", 0, int)
+lr, warm, bs, wd, seed = get("lr", 2e-3), get("warm", 100, int), get("bs", 16, int), get("wd", 0.05), get("seed", 0, int)
+D, depth, ps = get("D", 64, int), get("depth", 4, int), get("ps", 16, int)
+weights = {"vtc": get("vtc", 1.0), "vtm": get("vtm", 0.0), "mlm": 0.0, "uta": 0.0}
+rev = bool(get("rev", 1, int))
+
+# ------------------------------------------------------------------ data
+cache = root / "retrieval_probe_cache.pt"
+if cache.is_file():
+    data = torch.load(cache)
+else:
+    data = {}
+    for split in ("train", "val"):
+        items = json.loads((root / f"captions_{split}.json").read_text())
+        xs = []
+        for it in items:
+            with open_video(root / it["video"]) as r:
+                xs.append(r.get_frames(list(range(r.info.num_frames))).permute(3, 0, 1, 2))   # (C, T, H, W) uint8
+        data[split] = (torch.stack(xs), [it["caption"] for it in items])
+    torch.save(data, cache)
+Xtr, Ctr = data["train"]
+Xva, Cva = data["val"]
+seen, keep = set(), []                       # held-out clips with distinct captions
+for i, c in enumerate(Cva):
+    if c not in seen:
+        seen.add(c)
+        keep.append(i)
+Xva, Cva = Xva[keep], [Cva[i] for i in keep]
+reverse_map = json.loads((root / "meta.json").read_text())["caption_maps"]["reverse"]
+T = Xtr.shape[2]
+mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1, 1) * 255
+std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1, 1) * 255
+
+
+size = get("size", Xtr.shape[-1], int)
+
+
+def norm(x):
+    x = (x.float() - mean) / std
+    if size != x.shape[-1]:
+        B, C, T_, H, W = x.shape
+        x = F.interpolate(x.transpose(1, 2).reshape(B * T_, C, H, W), size=(size, size), mode="bilinear",
+                          antialias=True, align_corners=False).reshape(B, T_, C, size, size).transpose(1, 2)
+    return x
+
+
+# ------------------------------------------------------------------ model
+torch.manual_seed(seed)
+vocab = train_wordpiece(Ctr, root / "retrieval_probe_vocab.txt", vocab_size=200)
+tok = TextTokenizer(vocab, 12)
+vision = get_config("videomamba_tiny", embed_dim=D, depth=depth, patch_size=ps, num_frames=T, img_size=size,
+                    tubelet_size=get("tub", 1, int), patch_stride=int(args["pstride"]) if "pstride" in args else None,
+                    num_classes=0, init=args.get("init", "fan_in"), pos_init_std=get("pos", 0.3), drop_path_rate=0.0)
+text = TextConfig(vocab_size=tok.vocab_size, hidden_size=get("tD", 64, int), num_hidden_layers=get("tl", 3, int),
+                  fusion_layer=get("fusion", 2, int), num_attention_heads=get("heads", 4, int),
+                  intermediate_size=2 * get("tD", 64, int), initializer_range=get("tinit", 0.125),
+                  max_position_embeddings=64)
+cfg = VideoTextConfig(vision=vision, text=text, embed_dim=get("emb", 64, int), temp=get("temp", 0.07), max_txt_l=12,
+                      pool_type=args.get("pool", "cls+avg"), keep_temporal=bool(get("kt", 1, int)))
+model = VideoTextModel(cfg, tok)
+if not get("learn_temp", 0, int):
+    model.temp.requires_grad_(False)
+for name, loss_on in (("itm_head", weights["vtm"]), ("mlm_head", 0)):
+    if not loss_on:
+        for p in getattr(model, name).parameters():
+            p.requires_grad_(False)
+nwd = model.no_weight_decay()
+params = [p for n, p in model.named_parameters() if p.requires_grad]
+decay = [p for n, p in model.named_parameters() if p.requires_grad and n not in nwd]
+no_decay = [p for n, p in model.named_parameters() if p.requires_grad and n in nwd]
+opt = torch.optim.AdamW([{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+print(f"model: {sum(p.numel() for p in params) / 1e6:.2f}M trainable; train {len(Ctr)} clips, "
+      f"held-out {len(Cva)} distinct captions; threads {torch.get_num_threads()}", flush=True)
+
+
+@torch.no_grad()
+def evaluate(shuffle: bool = False) -> dict:
+    model.eval()
+    g = torch.Generator().manual_seed(1)
+    embs = []
+    for i in range(0, len(Xva), 64):
+        x = norm(Xva[i:i + 64])
+        if shuffle:
+            x = x[:, :, torch.randperm(T, generator=g)]
+        embs.append(model.encode_video(x))
+    v = torch.cat(embs)
+    t = model.encode_text(Cva)
+    sim = t @ v.T                                                    # (texts, videos); text i <-> video i
+    order = sim.argsort(1, descending=True)
+    rank_t2v = (order == torch.arange(len(Cva))[:, None]).float().argmax(1)
+    order_v = sim.T.argsort(1, descending=True)
+    rank_v2t = (order_v == torch.arange(len(Cva))[:, None]).float().argmax(1)
+    wrong = {"colour": 0, "shape": 0, "motion": 0}
+    for q, top in enumerate(order[:, 0].tolist()):
+        if top != q:
+            a, b = attrs(Cva[q]), attrs(Cva[top])
+            for k in wrong:
+                wrong[k] += a[k] != b[k]
+    model.train()
+    return {"t2v_r1": 100 * float((rank_t2v == 0).float().mean()), "t2v_r5": 100 * float((rank_t2v < 5).float().mean()),
+            "v2t_r1": 100 * float((rank_v2t == 0).float().mean()), "v2t_r5": 100 * float((rank_v2t < 5).float().mean()),
+            "t2v_top1_wrong_attribute": wrong}
+
+
+def attrs(caption: str) -> dict:
+    words = caption.split()
+    return {"colour": words[1], "shape": " ".join(words[2:-1]).split(" moving")[0].split(" turning")[0]
+            .replace(" growing", "").replace(" shrinking", "").replace(" appearing", "").replace(" disappearing", ""),
+            "motion": next(p for p in reverse_map if caption.endswith(p))}
+
+
+# ------------------------------------------------------------------ train
+g = torch.Generator().manual_seed(seed)
+model.train()
+t0, step = time.time(), 0
+while True:
+    done = min(1.0, step / steps if steps else (time.time() - t0) / secs)     # fraction of the run
+    cur = lr * min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * done))
+    for grp in opt.param_groups:
+        grp["lr"] = cur
+    idx = torch.randint(len(Ctr), (bs,), generator=g)
+    video = norm(Xtr[idx])
+    caps = [Ctr[i] for i in idx.tolist()]
+    ids_ = idx.clone()
+    if rev:
+        video = torch.cat([video, video.flip(2)])
+        caps = caps + [map_caption(c, reverse_map) for c in caps]
+        ids_ = torch.cat([ids_, ids_ + len(Ctr)])
+    ids, mask = model.tokenize(caps)
+    out = model(video, ids, mask, ids_, weights=weights)
+    opt.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    step += 1
+    el = time.time() - t0
+    if step % 100 == 0:
+        print(f"step {step} {el:.0f}s loss {float(out['loss']):.3f} vtc {float(out['loss_vtc']):.3f} "
+              f"vtm {float(out['loss_vtm']):.3f} lr {cur:.2e}", flush=True)
+    if ev and step % ev == 0:
+        print(f"  eval step {step}: {json.dumps(evaluate())}", flush=True)
+    if (steps and step >= steps) or (not steps and el >= secs):
+        break
+res = {"tag": args.get("tag", ""), "args": args, "steps": step, "train_s": round(time.time() - t0, 1),
+       "normal": evaluate(), "shuffled": evaluate(shuffle=True)}
+print("RESULT " + json.dumps(res), flush=True)
