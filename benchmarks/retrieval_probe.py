@@ -25,11 +25,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from videomamba.data.synthetic import caption_parts
 from videomamba.data.video import open_video
 from videomamba.engine.video_text import map_caption
 from videomamba.models.registry import get_config
 from videomamba.models.text import TextConfig, TextTokenizer, train_wordpiece
 from videomamba.models.video_text import VideoTextConfig, VideoTextModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # retrieval_demo next to this file
+from retrieval_demo import distinct_caption_set  # noqa: E402
 
 if "NT" in os.environ:
     torch.set_num_threads(int(os.environ["NT"]))
@@ -58,11 +62,7 @@ else:
     torch.save(data, cache)
 Xtr, Ctr = data["train"]
 Xva, Cva = data["val"]
-seen, keep = set(), []                       # held-out clips with distinct captions
-for i, c in enumerate(Cva):
-    if c not in seen:
-        seen.add(c)
-        keep.append(i)
+keep = [it["i"] for it in distinct_caption_set([{"caption": c, "i": i} for i, c in enumerate(Cva)])]
 Xva, Cva = Xva[keep], [Cva[i] for i in keep]
 reverse_map = json.loads((root / "meta.json").read_text())["caption_maps"]["reverse"]
 T = Xtr.shape[2]
@@ -131,20 +131,13 @@ def evaluate(shuffle: bool = False) -> dict:
     wrong = {"colour": 0, "shape": 0, "motion": 0}
     for q, top in enumerate(order[:, 0].tolist()):
         if top != q:
-            a, b = attrs(Cva[q]), attrs(Cva[top])
+            a, b = caption_parts(Cva[q]), caption_parts(Cva[top])
             for k in wrong:
                 wrong[k] += a[k] != b[k]
     model.train()
     return {"t2v_r1": 100 * float((rank_t2v == 0).float().mean()), "t2v_r5": 100 * float((rank_t2v < 5).float().mean()),
             "v2t_r1": 100 * float((rank_v2t == 0).float().mean()), "v2t_r5": 100 * float((rank_v2t < 5).float().mean()),
             "t2v_top1_wrong_attribute": wrong}
-
-
-def attrs(caption: str) -> dict:
-    words = caption.split()
-    return {"colour": words[1], "shape": " ".join(words[2:-1]).split(" moving")[0].split(" turning")[0]
-            .replace(" growing", "").replace(" shrinking", "").replace(" appearing", "").replace(" disappearing", ""),
-            "motion": next(p for p in reverse_map if caption.endswith(p))}
 
 
 # ------------------------------------------------------------------ train

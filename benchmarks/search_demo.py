@@ -27,13 +27,6 @@ from harness.paths import print_result  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-def caption_parts(caption: str, motions) -> dict:
-    """"a red l shape moving to the left" -> colour, shape, motion (the synthetic captions' template)."""
-    motion = next(m for m in sorted(motions, key=len, reverse=True) if caption.endswith(" " + m))
-    words = caption[: -len(motion) - 1].split(" ", 2)          # article, colour, shape
-    return {"colour": words[1], "shape": words[2], "motion": motion}
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--demo", default="videomamba-retrieval-demo", help="the retrieval demo's work folder")
@@ -45,7 +38,7 @@ def main(argv=None) -> int:
 
     from retrieval_demo import distinct_caption_set
     from videomamba.cli import main as cli
-    from videomamba.data.synthetic import CAPTION_REVERSE
+    from videomamba.data.synthetic import caption_parts
     from videomamba.data.video import open_video, write_video
 
     demo = Path(args.demo)
@@ -80,7 +73,6 @@ def main(argv=None) -> int:
     from videomamba.apps.search import Index, load_embedder
 
     emb = load_embedder(model)
-    motions = tuple(CAPTION_REVERSE)
     hits_at, same = [], {"colour": 0, "shape": 0, "motion": 0}
     t0 = time.perf_counter()
     with Index.open(index) as ix:
@@ -88,7 +80,7 @@ def main(argv=None) -> int:
             top = ix.search(it["caption"], topk=1, embedder=emb, merge=False)[0]
             j = int(round(top.start / clip_s))
             hits_at.append(j == i)
-            want, got = caption_parts(it["caption"], motions), caption_parts(items[j]["caption"], motions)
+            want, got = caption_parts(it["caption"]), caption_parts(items[j]["caption"])
             for k in same:
                 same[k] += want[k] == got[k]
     query_s = time.perf_counter() - t0

@@ -44,13 +44,12 @@ def _signal_all(pids: list[int], sig: int) -> None:
             pass
 
 
-def run_torchrun(args: list[str], timeout: float = 300, nproc: int = 2, collective_timeout: float = 120,
-                 env: dict | None = None) -> subprocess.CompletedProcess:
-    """``python -m torch.distributed.run --standalone --nproc_per_node NPROC ARGS``; returns the
+def run_torchrun(args: list[str], timeout: float = 300, collective_timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python -m torch.distributed.run --standalone --nproc_per_node 2 ARGS``; returns the
     finished process (stdout / stderr as text) or fails the test with the stacks of a hang."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *args]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1",
-                "VIDEOMAMBA_DIST_TIMEOUT": str(collective_timeout), **(env or {})}
+                "VIDEOMAMBA_DIST_TIMEOUT": str(collective_timeout)}
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env,
                          start_new_session=True)
     try:

@@ -81,7 +81,7 @@ _ci_collection_skips: list[str] = []
 @pytest.hookimpl(hookwrapper=True)
 def pytest_make_collect_report(collector):
     """A module or folder skipped at collection (``importorskip`` at import time): the same
-    message rule; under CI it is recorded and fails the session at the end (turning the report
+    message rule; under CI it is recorded and fails the test run at the end (turning the report
     itself into a failure would stop the whole run as a collection error)."""
     outcome = yield
     rep = outcome.get_result()

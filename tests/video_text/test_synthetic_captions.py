@@ -4,9 +4,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
-from videomamba.data.synthetic import (caption_for, colour_name, make_synthetic, render_class_video,
-                                       reverse_caption)
+from videomamba.data.synthetic import (caption_for, caption_parts, colour_name, make_synthetic,
+                                       render_class_video, reverse_caption)
 
 
 def test_colour_names():
@@ -25,6 +26,18 @@ def test_caption_and_its_reverse():
     assert reverse_caption("a red triangle moving to the left") == "a red triangle moving to the right"
     assert reverse_caption("a blue kite turning counterclockwise") == "a blue kite turning clockwise"
     assert reverse_caption("a blue kite disappearing") == "a blue kite appearing"
+
+
+def test_caption_parts_inverts_caption_for():
+    assert caption_parts("an orange l shape moving to the left") == {"colour": "orange", "shape": "l shape",
+                                                                    "motion": "moving to the left"}
+    assert caption_parts("a blue kite turning counterclockwise")["motion"] == "turning counterclockwise"
+    for shape, word in (("L", "l shape"), ("ellipse", "oval"), ("kite", "kite")):
+        for name, phrase in (("move_up", "moving up"), ("appear", "appearing"), ("disappear", "disappearing")):
+            cap = caption_for(name, {"color": (0.0, 0.0, 1.0), "shape": shape})
+            assert caption_parts(cap) == {"colour": "blue", "shape": word, "motion": phrase}
+    with pytest.raises(ValueError, match="not 'a <colour> <shape> <motion>'"):
+        caption_parts("a red triangle dancing")
 
 
 def test_paired_clips_are_exact_reversals():

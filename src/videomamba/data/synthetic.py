@@ -134,6 +134,17 @@ def caption_for(name: str, params: dict) -> str:
     return f"{article} {colour} {SHAPE_NAMES[params['shape']]} {MOTION_PHRASES[name]}"
 
 
+def caption_parts(caption: str) -> dict[str, str]:
+    """The inverse of :func:`caption_for`: "an orange l shape moving up" -> {"colour": "orange",
+    "shape": "l shape", "motion": "moving up"} (for scoring which attribute a retrieval got wrong)."""
+    for phrase in sorted(CAPTION_REVERSE, key=len, reverse=True):
+        if caption.endswith(" " + phrase):
+            words = caption[: -len(phrase) - 1].split(" ", 2)          # article, colour, shape
+            if len(words) == 3:
+                return {"colour": words[1], "shape": words[2], "motion": phrase}
+    raise ValueError(f"caption {caption!r} is not 'a <colour> <shape> <motion>' of the synthetic set")
+
+
 def reverse_caption(caption: str) -> str:
     """The caption of the same clip played backwards (direction words swapped)."""
     for phrase in sorted(CAPTION_REVERSE, key=len, reverse=True):
