@@ -10,10 +10,10 @@ Each setting runs in its own process, as a user's process would start with it in
 threshold fixed at 1 MiB (what ``VIDEOMAMBA_MALLOC_TUNE=1`` sets), 4 MiB and 16 MiB; 1 MiB with
 transparent huge pages for the mapped blocks, asked of glibc (``glibc.malloc.hugetlb=1``) or of
 torch's CPU allocator (``THP_MEM_ALLOC_ENABLE=1``: blocks of 2 MiB or more aligned and advised as
-huge pages): one page fault per 2 MiB instead of per 4 KiB, where the kernel allows it; and at
-most two malloc arenas. A step is forward, a loss, backward and AdamW; the median of the steps
-after the first, the process's peak RSS (``ru_maxrss``) and its minor page faults (``ru_minflt``,
-a count that other load does not change) are recorded.
+huge pages): one page fault per 2 MiB instead of per 4 KiB, where the kernel allows it; at most
+two malloc arenas, and one (every thread allocates from the main heap). A step is forward, a loss,
+backward and AdamW; the median of the steps after the first, the process's peak RSS (``ru_maxrss``)
+and its minor page faults (``ru_minflt``, a count that other load does not change) are recorded.
 
 Writes ``benchmarks/results/bench_malloc.json`` (or ``--out``; the CPU's name, the command,
 repo-relative paths) and prints one line per setting.
@@ -46,6 +46,7 @@ SETTINGS = {
     "mmap threshold 1 MiB + huge pages": {"MALLOC_MMAP_THRESHOLD_": "1048576", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
     "mmap threshold 1 MiB + torch huge pages": {"MALLOC_MMAP_THRESHOLD_": "1048576", "THP_MEM_ALLOC_ENABLE": "1"},
     "at most 2 arenas": {"MALLOC_ARENA_MAX": "2"},
+    "one arena": {"MALLOC_ARENA_MAX": "1"},
 }
 
 CHILD = r"""

@@ -4,13 +4,14 @@ held in memory, with a plain loop (independent of the engine), to compare recipe
 
     python benchmarks/retrieval_probe.py root=DATA_DIR [secs=180 steps=0 ev=0 lr=2e-3 warm=100 bs=16
         D=64 depth=4 ps=16 pstride=PS tub=1 size=64 pool=cls+avg kt=1 emb=64 tD=64 tl=3 fusion=2 heads=4 temp=0.07 vtc=1 vtm=0
-        rev=1 wd=0.05 seed=0 tag=NAME]
+        rev=1 wd=0.05 cappos=0 seed=0 tag=NAME]
 
 DATA_DIR is a ``make_synthetic(captions=True)`` output (``captions_train.json`` / ``captions_val.json``,
 8 frames of 64 px, as ``benchmarks/retrieval_demo.py`` writes). Training stops after ``secs`` seconds
 or ``steps`` steps (linear warm-up over ``warm`` steps, then a cosine over the run's length: over the
 steps, or over the seconds when only ``secs`` is given). ``rev=1`` adds every clip played backwards with its
-caption mapped (meta.json caption_maps), as ``video_text.reverse_pairs`` does. Prints text->video and
+caption mapped (meta.json caption_maps), as ``video_text.reverse_pairs`` does; ``cappos=1`` makes clips
+with equal captions positives (``video_text.positives: caption``). Prints text->video and
 video->text R@1/5 (contrastive similarities) on the held-out clips with distinct captions, which
 attribute (colour, shape, motion) the wrong top-1 hits get wrong, and R@1 with frames shuffled.
 NT=threads (default: torch's). The first run caches the decoded clips in DATA_DIR/retrieval_probe_cache.pt.
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 
 from videomamba.data.synthetic import caption_parts
 from videomamba.data.video import open_video
-from videomamba.engine.video_text import map_caption
+from videomamba.engine.video_text import caption_id, map_caption
 from videomamba.models.registry import get_config
 from videomamba.models.text import TextConfig, TextTokenizer, train_wordpiece
 from videomamba.models.video_text import VideoTextConfig, VideoTextModel
@@ -44,7 +45,7 @@ secs, steps, ev = get("secs", 180), get("steps", 0, int), get("ev", 0, int)
 lr, warm, bs, wd, seed = get("lr", 2e-3), get("warm", 100, int), get("bs", 16, int), get("wd", 0.05), get("seed", 0, int)
 D, depth, ps = get("D", 64, int), get("depth", 4, int), get("ps", 16, int)
 weights = {"vtc": get("vtc", 1.0), "vtm": get("vtm", 0.0), "mlm": 0.0, "uta": 0.0}
-rev = bool(get("rev", 1, int))
+rev, cappos = bool(get("rev", 1, int)), bool(get("cappos", 0, int))
 
 # ------------------------------------------------------------------ data
 cache = root / "retrieval_probe_cache.pt"
@@ -157,6 +158,8 @@ while True:
         video = torch.cat([video, video.flip(2)])
         caps = caps + [map_caption(c, reverse_map) for c in caps]
         ids_ = torch.cat([ids_, ids_ + len(Ctr)])
+    if cappos:                                                        # as video_text.positives: caption
+        ids_ = torch.tensor([caption_id(c) for c in caps])
     ids, mask = model.tokenize(caps)
     out = model(video, ids, mask, ids_, weights=weights)
     opt.zero_grad(set_to_none=True)

@@ -40,6 +40,7 @@ def test_overrides_and_types(tmp_path):
     ("model:\n  name: videomamba_huge\n", "model.name: unknown model 'videomamba_huge'"),
     ("train:\n  device: gpu\n", "train.device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
     ("- 1\n- 2\n", "expected a mapping of sections"),
+    ("video_text:\n  positives: text\n", "video_text.positives: expected one of 'video', 'caption', got 'text'"),
 ])
 def test_bad_values_name_the_key(tmp_path, text, needle):
     p = tmp_path / "bad.yaml"

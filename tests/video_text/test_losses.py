@@ -146,3 +146,47 @@ def test_vtc_gathers_across_ranks():
         p.join(timeout=60)
     for _, local, full in out:
         assert local == pytest.approx(full, abs=1e-5)      # every rank's loss is the whole batch's
+
+
+def test_caption_positives_share_ids_across_clips_and_reversal():
+    """positives='caption': clips whose captions are equal (also after reversal) get one id; 'video'
+    keeps the loader's video ids, as the release."""
+    from videomamba.engine.video_text import VideoTextTask, caption_id
+
+    seen = {}
+
+    class Stub(torch.nn.Module):
+        def tokenize(self, captions):
+            return torch.zeros(len(captions), 3, dtype=torch.long), torch.ones(len(captions), 3, dtype=torch.long)
+
+        def forward(self, video, ids, mask, idx, **kw):
+            seen["idx"] = idx.tolist()
+            return {"loss": torch.zeros(())}
+
+    batch = {"video": torch.zeros(3, 3, 2, 4, 4), "idx": torch.tensor([0, 1, 2]),
+             "caption": ["a red oval moving up", "a red oval moving down", "a red oval moving up"]}
+    rev = {"moving up": "moving down", "moving down": "moving up"}
+    VideoTextTask({"vtc": 1.0}, reverse_map=rev, id_offset=10).train_step(Stub(), batch, torch.device("cpu"))
+    assert seen["idx"] == [0, 1, 2, 10, 11, 12]
+    VideoTextTask({"vtc": 1.0}, reverse_map=rev, id_offset=10, positives="caption").train_step(
+        Stub(), batch, torch.device("cpu"))
+    up, down = caption_id("a red oval moving up"), caption_id("a red oval moving down")
+    assert up != down and seen["idx"] == [up, down, up, down, up, down]
+    with pytest.raises(ValueError, match="positives"):
+        VideoTextTask({"vtc": 1.0}, positives="text")
+
+
+def test_vtc_with_equal_ids_treats_both_as_positives():
+    """Two clips with one id: each text's target spreads over both (row-normalised), by hand."""
+    from videomamba.models.video_text import vtc_loss
+
+    v = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]), dim=-1)
+    t = v.clone()
+    idx = torch.tensor([7, 8, 7])
+    temp = torch.tensor(0.5)
+    sim = v @ t.T / 0.5
+    target = torch.tensor([[0.5, 0, 0.5], [0, 1.0, 0], [0.5, 0, 0.5]])
+    v2t = -(torch.log_softmax(sim, 1) * target).sum(1).mean()
+    t2v = -(torch.log_softmax(sim.T, 1) * target).sum(1).mean()
+    want = (v2t + t2v) / 2
+    assert torch.allclose(vtc_loss(v, t, idx, temp, gather=False), want, atol=1e-6)

@@ -194,6 +194,7 @@ class VideoTextSection:
     teacher: str | None = None
     teacher_model: str | None = None
     reverse_pairs: bool = False            # add each clip played backwards with its caption mapped (meta.json)
+    positives: Literal["video", "caption"] = "video"   # caption: clips with the same caption are positives too
     k_test: int = 128                      # candidates re-ranked with matching scores per query
     rerank_micro_batch: int = 32
     val_rerank: bool = True

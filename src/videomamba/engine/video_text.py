@@ -13,7 +13,7 @@ Config: ``model:`` names the vision tower (a preset + VideoMamba fields), ``vide
 from __future__ import annotations
 
 import dataclasses
-
+import hashlib
 import json
 import re
 import tempfile
@@ -47,13 +47,20 @@ def map_caption(caption: str, mapping: dict[str, str]) -> str:
     return pat.sub(lambda m: mapping[m.group(1)], caption)
 
 
+def caption_id(caption: str) -> int:
+    """A 56-bit id of the caption's text, equal on every rank (``positives: caption``)."""
+    return int.from_bytes(hashlib.blake2b(caption.encode("utf-8"), digest_size=7).digest(), "little")
+
+
 # ------------------------------------------------------------------------------ task
 class VideoTextTask:
     """Batch -> the video-text losses (through the model's forward, so DDP syncs gradients).
 
     ``reverse_map``: add every clip played backwards with its caption mapped (e.g. "left" <->
     "right"), as a separate video id: each batch then holds pairs that only the direction of
-    motion tells apart. ``video_mask``: (kind, ratio) for masked video input; ``teacher``: the
+    motion tells apart. ``positives``: "video" (clips of one video are positives, as the release)
+    or "caption" (also clips with the same caption: for data whose captions repeat, where they
+    would otherwise be negatives of each other). ``video_mask``: (kind, ratio) for masked video input; ``teacher``: the
     frozen teacher of the alignment loss (needs a mask).
     """
 
@@ -62,7 +69,10 @@ class VideoTextTask:
 
     def __init__(self, weights: dict, mlm_prob: float = 0.5, reverse_map: dict | None = None,
                  id_offset: int = 0, video_mask: tuple[str, float] | None = None, teacher=None,
-                 main_metric: str = "r_mean"):
+                 main_metric: str = "r_mean", positives: str = "video"):
+        if positives not in ("video", "caption"):
+            raise ValueError(f"positives must be 'video' or 'caption', got {positives!r}")
+        self.positives = positives
         self.weights = dict(weights)
         self.mlm_prob = mlm_prob
         self.reverse_map = reverse_map
@@ -83,6 +93,8 @@ class VideoTextTask:
             video = torch.cat([video, video.flip(2)])
             captions = captions + [map_caption(c, self.reverse_map) for c in captions]
             idx = torch.cat([idx, idx + self.id_offset])
+        if self.positives == "caption":
+            idx = torch.tensor([caption_id(c) for c in captions], device=device)
         ids, mask = inner.tokenize(captions)
         mask_t = uta = None
         if self.video_mask is not None:
@@ -310,7 +322,7 @@ def build_task(tr) -> VideoTextTask:
     mask = (vt.video_mask_type, vt.video_mask_ratio) if vt.video_mask_type else None
     n_videos = getattr(tr.train_dataset, "num_videos", None) or (1 << 30)
     return VideoTextTask({"vtc": vt.vtc, "vtm": vt.vtm, "mlm": vt.mlm, "uta": vt.uta}, vt.mlm_prob, reverse_map,
-                         n_videos, mask, teacher, main_metric=vt.main_metric)
+                         n_videos, mask, teacher, main_metric=vt.main_metric, positives=vt.positives)
 
 
 def validate(tr, epoch: int) -> dict:
