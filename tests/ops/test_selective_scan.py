@@ -338,3 +338,22 @@ def test_out_is_refused_under_autograd():
     with pytest.raises(ValueError, match=r"out must have shape \(1, 8, 10\)"):
         with torch.no_grad():
             selective_scan(u, **x, backend="torch", out=torch.empty(1, 8, 11), **kw)
+
+
+@pytest.mark.parametrize("z,reverse", [(True, False), (True, True), (False, False)])
+def test_backward_with_output_recomputes_the_forward(z, reverse):
+    """The CPU kernel's backward can return the forward's output it recomputes on the way: equal to
+    the oracle's output, with the same gradients as the plain backward."""
+    from videomamba.ops.library import scan_bwd_with_output
+
+    kernel = cpu_kernel_or_skip()
+    x = scan_inputs(Bz=2, E=24, N=8, L=150, z=z)
+    dout = torch.randn(2, 24, 150, generator=torch.Generator().manual_seed(3))
+    want = selective_scan(*(x[k] for k in ARG_NAMES), delta_softplus=True, backend="ref", reverse=reverse)
+    *grads, out = scan_bwd_with_output(*(x[k] for k in ARG_NAMES), True, reverse, dout)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+    plain = kernel.load().bwd(*(x[k] if k not in ("B", "C") else x[k].unsqueeze(1) for k in ARG_NAMES), True, dout,
+                       None, reverse)
+    for name, a, b in zip(ARG_NAMES, grads, plain):
+        if b is not None and b.numel():
+            torch.testing.assert_close(a, b.view(a.shape), rtol=0, atol=0, msg=name)

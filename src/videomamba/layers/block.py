@@ -9,6 +9,34 @@ from ..ops import rms_norm
 from .mixer import FULL_FLIP, BiMambaMixer, ScanOrder
 
 
+class _LightMix(torch.autograd.Function):
+    """norm + mixer, keeping only the block's input for backward, for the release's scan order on
+    the CPU kernels. The forward runs without autograd (the mixer's lean path, which reuses its
+    buffers); the backward rebuilds the norm and the mixer's cheap part under autograd and takes the
+    scans' outputs from their backward kernels (:meth:`BiMambaMixer.recompute_grads`), where a
+    generic checkpoint would run the whole block forward again. The same gradients as the
+    checkpoint (tests/layers/test_light_mix.py)."""
+
+    @staticmethod
+    def forward(ctx, residual, block):
+        dev = residual.device.type
+        ctx.block, ctx.autocast = block, (torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
+        ctx.save_for_backward(residual)
+        return block._norm_mix(residual, (FULL_FLIP,))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout):
+        (residual,) = ctx.saved_tensors
+        enabled, dtype = ctx.autocast
+        with torch.enable_grad():
+            res = residual.detach().requires_grad_(True)
+            with torch.autocast(res.device.type, dtype=dtype, enabled=enabled):
+                tensors, grads = ctx.block.mixer.recompute_grads(ctx.block.norm(res), dout)
+            torch.autograd.backward(tensors, grads)
+        return res.grad, None
+
+
 class RMSNorm(nn.Module):
     """Weight-only RMSNorm with fp32 math (eps 1e-5 as the release)."""
 
@@ -106,8 +134,22 @@ class Block(nn.Module):
                 self.mixer_recompute == "auto"
                 and residual.shape[0] * residual.shape[1] >= self.RECOMPUTE_MIN_TOKENS)
         if recompute and torch.is_grad_enabled():
+            if self._light_mix_applies(residual, orders):
+                return _LightMix.apply(residual, self)
             return torch.utils.checkpoint.checkpoint(self._norm_mix, residual, orders, use_reentrant=False)
         return self._norm_mix(residual, orders)
+
+    def _light_mix_applies(self, residual, orders) -> bool:
+        """:class:`_LightMix` serves the release's order on the compiled CPU kernels in eager
+        mode; everything else (other orders, CUDA, the torch scan, tracing) takes the checkpoint."""
+        from ..ops.backend import resolve, resolve_conv
+        from ..ops.library import is_tracing
+
+        o = orders[0]
+        return (len(orders) == 1 and o.fwd is None and o.bwd_is_flip and residual.requires_grad
+                and residual.device.type == "cpu" and not self.mixer.record_delta and not is_tracing()
+                and resolve(None, residual.device) == "cpu"
+                and resolve_conv(None, residual.device, self.mixer.d_conv) == "cpu")
 
     def forward(self, hidden, residual, orders: tuple[ScanOrder, ...] = (FULL_FLIP,),
                 recompute: bool | None = None):

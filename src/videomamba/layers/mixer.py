@@ -36,8 +36,9 @@ def _wmm(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     the left produce the layout directly (x may be a transposed view: BLAS reads it as is).
     """
     # (an exported graph takes the bmm for every batch: its batch size may be symbolic)
+    # (squeeze, not x[0]: the gradient of an index is a zero-filled copy of the whole input)
     if not torch.compiler.is_exporting() and x.shape[0] == 1:
-        return torch.mm(weight, x[0]).unsqueeze(0)
+        return torch.mm(weight, x.squeeze(0)).unsqueeze(0)
     return torch.bmm(weight.expand(x.shape[0], -1, -1), x)
 
 
@@ -140,6 +141,49 @@ class BiMambaMixer(nn.Module):
         return selective_scan(u, delta, A, Bm.contiguous(), Cm.contiguous(), D.float(), z=z,
                               delta_bias=dt_proj.bias.float(), delta_softplus=True,
                               reverse=reverse, out=out)
+
+    def recompute_grads(self, hidden: torch.Tensor, dout: torch.Tensor) -> tuple[list, list]:
+        """The memory-light backward of the release's order (forward + its reversal) on the CPU
+        kernel: ``hidden`` (B, L, D) is this mixer's input rebuilt under autograd and ``dout``
+        (B, L, D) the gradient of its output. Recomputes the cheap part of the forward under autograd
+        (in_proj, convs, x_proj, dt_proj) and runs each scan's backward, which recomputes the scan's
+        output on the way: neither scan's forward nor out_proj runs again. Returns (tensors, grads)
+        for one ``torch.autograd.backward``: every scan input with its gradient and out_proj's
+        weight with its gradient from the recomputed outputs."""
+        from ..ops.library import scan_bwd_with_output
+
+        xz = _wmm(self.in_proj.weight, hidden.transpose(1, 2))
+        x, z = xz.chunk(2, dim=1)
+        W = self.out_proj.weight
+        with torch.autocast(hidden.device.type, enabled=False):
+            g = dout.float()                                                     # (B, L, D)
+            dy = _wmm(W.float().t(), g.transpose(1, 2))                          # (B, E, L)
+        if self.merge == "mean":
+            dy = dy.mul_(0.5)
+        tensors, grads = [], []
+        dz = y = None
+        for conv, x_proj, dt_proj, A_log, D, rev in (
+                (self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D, False),
+                (self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b, True)):
+            u = self._conv(x, conv, rev)
+            dr, Bm, Cm = torch.split(_wmm(x_proj.weight, u), [self.dt_rank, self.d_state, self.d_state], dim=1)
+            delta = _wmm(dt_proj.weight, dr)
+            ins = [u, delta, -torch.exp(A_log.float()), Bm.contiguous(), Cm.contiguous(), D.float(),
+                   dt_proj.bias.float()]
+            du, ddelta, dA, dB, dC, dD, dz_, dbias, y_ = scan_bwd_with_output(
+                *(t.detach() for t in ins[:6]), z.detach(), ins[6].detach(), True, rev, dy)
+            tensors += ins
+            grads += [du, ddelta, dA, dB, dC, dD, dbias]
+            dz = dz_ if dz is None else dz.add_(dz_)
+            y = y_ if y is None else y.add_(y_)
+        if self.merge == "mean":
+            y = y.mul_(0.5)
+        # out_proj's weight gradient, from its input as the forward computed it (in u's dtype)
+        y = y.to(u.dtype).float()
+        dW = torch.bmm(g.transpose(1, 2), y.transpose(1, 2)).sum(0) if g.shape[0] > 1 else g[0].t() @ y[0].t()
+        tensors += [z, W]
+        grads += [dz, dW]
+        return tensors, [gr.to(t.dtype) for t, gr in zip(tensors, grads)]
 
     def forward(self, hidden: torch.Tensor, order: ScanOrder = FULL_FLIP) -> torch.Tensor:
         # Without autograd nothing is kept for a backward, so every (B, E, L) buffer is reused as

@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 
 __all__ = ["selective_scan_fwd", "selective_scan_bwd", "causal_conv1d_fwd", "causal_conv1d_bwd",
-           "selective_scan_op", "causal_conv1d_op", "is_tracing"]
+           "selective_scan_op", "causal_conv1d_op", "is_tracing", "scan_bwd_with_output"]
 
 _EMPTY_SHAPE = (0,)
 
@@ -278,6 +278,17 @@ def selective_scan_op(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_
     else:
         out, last = _ScanEager.apply(*args)
     return (out, last) if return_last_state else out
+
+
+def scan_bwd_with_output(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, dout):
+    """The CPU kernel's backward, which recomputes the scan's states anyway, also returning the
+    forward's output: (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, out), all fp32, dB / dC of
+    B's / C's shape. For a caller that recomputes its forward in backward (the blocks' memory-light
+    path) and so need not run the scan forward again. CPU tensors, no last-state gradient."""
+    *grads, out = _kernel().bwd(u, delta, A, _grouped(B), _grouped(C), D, z, delta_bias, bool(delta_softplus),
+                                dout.float().contiguous(), None, bool(reverse), True)
+    grads[3], grads[4] = grads[3].view(B.shape), grads[4].view(C.shape)
+    return (*grads, out)
 
 
 def causal_conv1d_op(x, weight, bias=None, silu=False, *, reverse=False,

@@ -243,12 +243,12 @@ struct Problem {
 // Per-thread buffers, reused across work items. Lanes >= nl of the input tiles stay zero, so
 // padded channels scan u = 0 with A = 0 and contribute nothing.
 struct Scratch {
-  std::vector<vf> raw, d, du, u, z, dout, sg, y, o1, o2, o3;  // (T,) tiles
+  std::vector<vf> raw, d, du, u, z, dout, sg, y, o1, o2, o3, o4;  // (T,) tiles
   std::vector<vf> h, g, al2, av, dA, rb, rc;                 // (N,)
   std::vector<vf> hs, as;                                    // (T, N)
   std::vector<vf> ck;                                        // (L / T + 1, N)
   Scratch(int64_t N, int64_t L, bool backward) {
-    for (auto* v : {&raw, &d, &du, &u, &z, &dout, &sg, &y, &o1, &o2, &o3}) v->assign(T, vf{});
+    for (auto* v : {&raw, &d, &du, &u, &z, &dout, &sg, &y, &o1, &o2, &o3, &o4}) v->assign(T, vf{});
     for (auto* v : {&h, &g, &al2, &av, &dA, &rb, &rc}) v->assign(N, vf{});
     if (backward) {
       for (auto* v : {&hs, &as}) v->assign(T * N, vf{});
@@ -369,6 +369,7 @@ struct Grads {
   float *du, *ddelta, *dz;           // (Bsz, E, L)
   float *dA, *dD, *dbias;            // per batch partials: (Bsz, E, N), (Bsz, E), (Bsz, E)
   float *dB, *dC;                    // per worker partials: (workers, Bsz, G, L, N)
+  float* out;                        // (Bsz, E, L) or null: the forward's output, recomputed on the way
 };
 
 void backward_item(const Problem& P, const Grads& Gr, int64_t b, int64_t g, int64_t e0, int nl,
@@ -430,6 +431,9 @@ void backward_item(const Problem& P, const Grads& Gr, int64_t b, int64_t g, int6
         const vf zt = S.z[t], s = vsigmoid(zt);
         S.o3[t] = dy * S.y[t] * s * (1.f + zt * (1.f - s));  // dz: silu'(z) = s (1 + z (1 - s))
         dy *= zt * s;
+        S.o4[t] = S.y[t] * zt * s;   // the forward's output, as forward_item computes it
+      } else {
+        S.o4[t] = S.y[t];
       }
       dD += dy * u;
       const float* bt = Bt + (t0 + t) * N;
@@ -474,6 +478,7 @@ void backward_item(const Problem& P, const Grads& Gr, int64_t b, int64_t g, int6
     store_tile(Gr.du + row0 + t0, S.o1.data(), L, nl, tc);
     store_tile(Gr.ddelta + row0 + t0, S.o2.data(), L, nl, tc);
     if (P.z) store_tile(Gr.dz + row0 + t0, S.o3.data(), L, nl, tc);
+    if (Gr.out) store_tile(Gr.out + row0 + t0, S.o4.data(), L, nl, tc);
   }
   for (int w = 0; w < nl; ++w) {
     const int64_t e = b * P.E + e0 + w;
@@ -618,14 +623,16 @@ std::vector<at::Tensor> scan_fwd(const at::Tensor& u, const at::Tensor& delta,
 }
 
 // Returns fp32 grads (du, ddelta, dA, dB, dC, dD, dz, dbias); the caller casts them to the
-// inputs' dtypes. dlast is the gradient of the returned last state, if any.
+// inputs' dtypes. dlast is the gradient of the returned last state, if any. With want_out, a
+// ninth tensor: the forward's output (fp32), which the backward recomputes anyway, so that a
+// caller that recomputes its forward can skip the scan's own.
 std::vector<at::Tensor> scan_bwd(const at::Tensor& u, const at::Tensor& delta,
                                  const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
                                  const std::optional<at::Tensor>& D,
                                  const std::optional<at::Tensor>& z,
                                  const std::optional<at::Tensor>& bias, bool softplus,
                                  const at::Tensor& dout, const std::optional<at::Tensor>& dlast,
-                                 bool reverse) {
+                                 bool reverse, bool want_out) {
   Prepared r = prepare(u, delta, A, B, C, D, z, bias, softplus, reverse);
   const Problem& P = r.P;
   auto opts = u.options().dtype(at::kFloat);
@@ -635,6 +642,7 @@ std::vector<at::Tensor> scan_bwd(const at::Tensor& u, const at::Tensor& delta,
   const float* dlastp = opt_ptr(dlast, dlast_f);
   at::Tensor du = at::empty({P.Bsz, P.E, P.L}, opts), ddelta = at::empty_like(du);
   at::Tensor dz = P.z ? at::empty_like(du) : at::Tensor();
+  at::Tensor fout = want_out ? at::empty_like(du) : at::Tensor();
   // Every entry of the per-batch partials is written by its item; the per-worker dB / dC
   // partials are zeroed by their worker, and only workers that ran are summed (a nested call
   // runs everything on worker 0).
@@ -644,7 +652,8 @@ std::vector<at::Tensor> scan_bwd(const at::Tensor& u, const at::Tensor& delta,
   at::Tensor dBp = at::empty({threads, part}, opts), dCp = at::empty({threads, part}, opts);
   Grads Gr{dout_f.data_ptr<float>(), dlastp, du.data_ptr<float>(), ddelta.data_ptr<float>(),
            P.z ? dz.data_ptr<float>() : nullptr, dAp.data_ptr<float>(), dDp.data_ptr<float>(),
-           dbiasp.data_ptr<float>(), dBp.data_ptr<float>(), dCp.data_ptr<float>()};
+           dbiasp.data_ptr<float>(), dBp.data_ptr<float>(), dCp.data_ptr<float>(),
+           want_out ? fout.data_ptr<float>() : nullptr};
   std::vector<uint8_t> ran(threads, 0);
   for_each_item(
       P, true,
@@ -682,6 +691,7 @@ std::vector<at::Tensor> scan_bwd(const at::Tensor& u, const at::Tensor& delta,
       dbias.data_ptr<float>()[e] += Gr.dbias[b * P.E + e];
     }
   }
+  if (want_out) return {du, ddelta, dA, dB, dC, dD, dz, dbias, fout};
   return {du, ddelta, dA, dB, dC, dD, dz, dbias};
 }
 
@@ -865,7 +875,11 @@ std::vector<at::Tensor> conv_bwd(const at::Tensor& x, const at::Tensor& weight,
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "videomamba CPU kernels: selective scan and causal depthwise conv1d, fwd and bwd";
   m.def("fwd", &scan_fwd, "selective scan forward -> (out, last_state or undefined)");
-  m.def("bwd", &scan_bwd, "selective scan backward -> fp32 grads");
+  m.def("bwd", &scan_bwd, "selective scan backward -> fp32 grads (+ the forward's output)",
+        pybind11::arg("u"), pybind11::arg("delta"), pybind11::arg("A"), pybind11::arg("B"),
+        pybind11::arg("C"), pybind11::arg("D"), pybind11::arg("z"), pybind11::arg("bias"),
+        pybind11::arg("softplus"), pybind11::arg("dout"), pybind11::arg("dlast"),
+        pybind11::arg("reverse"), pybind11::arg("want_out") = false);
   m.def("conv_fwd", &conv_fwd, "causal depthwise conv1d (+ SiLU) forward");
   m.def("conv_bwd", &conv_bwd, "causal depthwise conv1d (+ SiLU) backward -> fp32 grads");
   m.attr("lanes") = W;
