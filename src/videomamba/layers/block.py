@@ -82,10 +82,9 @@ class Block(nn.Module):
     """
 
     # Below this many tokens per batch (B * L) "auto" keeps the norm's and mixer's activations:
-    # recomputing costs more time than the memory is worth for short clips. At 16 frames (3137
-    # tokens, VideoMamba-Ti, 2 threads, malloc mmap threshold fixed) recomputing cost ~35% more
-    # time per training step and cut the step's peak RSS from 1456 to 588 MB, below
-    # joint-attention ViT-Ti's (about 1 GB); 8 frames (1569 tokens) keep everything.
+    # recomputing costs more time than the memory is worth for short clips (8 frames, 1569 tokens,
+    # keep everything). The 64-frame training figures of both settings are in
+    # benchmarks/results/train64/RESULTS.md.
     RECOMPUTE_MIN_TOKENS = 2048
 
     def __init__(self, dim: int, mixer: BiMambaMixer, drop_path: float = 0.0, eps: float = 1e-5,
