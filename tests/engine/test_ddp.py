@@ -1,16 +1,20 @@
 """torchrun with 2 CPU processes (gloo): sharded data, synced gradients, identical replicas."""
 import json
 
+import pytest
 import torch
 from _torchrun import run_torchrun
 
 from .test_resume import SCRIPT, _overrides
 
 
-def test_ddp_two_processes_identical_weights(tmp_path):
+@pytest.mark.parametrize("recompute", ["auto", "always"])
+def test_ddp_two_processes_identical_weights(tmp_path, recompute):
+    """``always``: every block takes the memory-light backward, whose parameter gradients arrive from
+    a backward run inside the block's own (DDP must still see and sync every one of them)."""
     out = tmp_path / "run"
     ov = _overrides(out, **{"train.ema": False, "optim.epochs": 1, "train.checkpoint_every": 2,
-                             "train.threads": 1, "model.drop_path_rate": 0.1})
+                             "train.threads": 1, "model.drop_path_rate": 0.1, "model.mixer_recompute": recompute})
     p = run_torchrun([str(SCRIPT), json.dumps(ov), "--save-rank-weights", str(tmp_path)])
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
@@ -32,8 +36,6 @@ def test_ddp_two_processes_identical_weights(tmp_path):
 
 def test_collective_timeout_from_the_environment(monkeypatch):
     from datetime import timedelta
-
-    import pytest
 
     from videomamba.engine.distributed import TIMEOUT_ENV, collective_timeout
 

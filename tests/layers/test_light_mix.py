@@ -75,3 +75,28 @@ def test_other_orders_and_backends_take_the_checkpoint(monkeypatch):
     with use_backend("torch"):
         grads_of("always", x)
     assert not calls
+
+
+def test_frozen_parameters_and_input_without_gradient():
+    """Frozen mixer parameters get no gradient and the rest the same as plain autograd; an input that
+    needs no gradient still gives the block's parameters theirs."""
+    x = torch.randn(1, 3, 4, 32, 32)
+    res = {}
+    for mode in ("always", "never"):
+        torch.manual_seed(0)
+        m = vm.create_model("videomamba_tiny", **SMALL, mixer_recompute=mode).train()
+        for blk in m.layers:
+            blk.mixer.D.requires_grad_(False)
+            blk.mixer.A_b_log.requires_grad_(False)
+        m.patch_embed.requires_grad_(False)
+        m.pos_embed.requires_grad_(False)
+        m.cls_token.requires_grad_(False)
+        m.temporal_pos_embedding.requires_grad_(False)
+        m(x).square().sum().backward()
+        res[mode] = {n: p.grad for n, p in m.named_parameters()}
+    for n, g in res["never"].items():
+        if g is None:
+            assert res["always"][n] is None, n
+        else:
+            torch.testing.assert_close(res["always"][n], g, rtol=1e-4, atol=1e-6, msg=n)
+    assert res["always"]["layers.0.mixer.in_proj.weight"] is not None

@@ -14,13 +14,15 @@ class _LightMix(torch.autograd.Function):
     the CPU kernels. The forward runs without autograd (the mixer's lean path, which reuses its
     buffers); the backward rebuilds the norm and the mixer's cheap part under autograd and takes the
     scans' outputs from their backward kernels (:meth:`BiMambaMixer.recompute_grads`), where a
-    generic checkpoint would run the whole block forward again. The same gradients as the
-    checkpoint (tests/layers/test_light_mix.py)."""
+    generic checkpoint would run the whole block forward again. The block's parameters are inputs
+    of the op, so their gradients reach autograd (and DDP's hooks) as any op's do. The same
+    gradients as plain autograd (tests/layers/test_light_mix.py)."""
 
     @staticmethod
-    def forward(ctx, residual, block):
+    def forward(ctx, residual, block, *params):
         dev = residual.device.type
-        ctx.block, ctx.autocast = block, (torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
+        ctx.block, ctx.params = block, params
+        ctx.autocast = (torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
         ctx.save_for_backward(residual)
         return block._norm_mix(residual, (FULL_FLIP,))
 
@@ -29,12 +31,15 @@ class _LightMix(torch.autograd.Function):
     def backward(ctx, dout):
         (residual,) = ctx.saved_tensors
         enabled, dtype = ctx.autocast
+        need_res = ctx.needs_input_grad[0]
         with torch.enable_grad():
-            res = residual.detach().requires_grad_(True)
+            res = residual.detach().requires_grad_(need_res)
             with torch.autocast(res.device.type, dtype=dtype, enabled=enabled):
                 tensors, grads = ctx.block.mixer.recompute_grads(ctx.block.norm(res), dout)
-            torch.autograd.backward(tensors, grads)
-        return res.grad, None
+            live = [(t, g) for t, g in zip(tensors, grads) if t.requires_grad]    # frozen ones: no graph
+            wrt = ([res] if need_res else []) + list(ctx.params)
+            got = torch.autograd.grad([t for t, _ in live], wrt, [g for _, g in live], allow_unused=True)
+        return (got[0] if need_res else None), None, *got[int(need_res):]
 
 
 class RMSNorm(nn.Module):
@@ -134,7 +139,7 @@ class Block(nn.Module):
                 and residual.shape[0] * residual.shape[1] >= self.RECOMPUTE_MIN_TOKENS)
         if recompute and torch.is_grad_enabled():
             if self._light_mix_applies(residual, orders):
-                return _LightMix.apply(residual, self)
+                return _LightMix.apply(residual, self, *(p for p in self.parameters() if p.requires_grad))
             return torch.utils.checkpoint.checkpoint(self._norm_mix, residual, orders, use_reentrant=False)
         return self._norm_mix(residual, orders)
 
@@ -145,7 +150,7 @@ class Block(nn.Module):
         from ..ops.library import is_tracing
 
         o = orders[0]
-        return (len(orders) == 1 and o.fwd is None and o.bwd_is_flip and residual.requires_grad
+        return (len(orders) == 1 and o.fwd is None and o.bwd_is_flip
                 and residual.device.type == "cpu" and not self.mixer.record_delta and not is_tracing()
                 and resolve(None, residual.device) == "cpu"
                 and resolve_conv(None, residual.device, self.mixer.d_conv) == "cpu")
