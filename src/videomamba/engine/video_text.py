@@ -60,8 +60,8 @@ class VideoTextTask:
     "right"), as a separate video id: each batch then holds pairs that only the direction of
     motion tells apart. ``positives``: "video" (clips of one video are positives, as the release)
     or "caption" (also clips with the same caption: for data whose captions repeat, where they
-    would otherwise be negatives of each other). ``video_mask``: (kind, ratio) for masked video input; ``teacher``: the
-    frozen teacher of the alignment loss (needs a mask).
+    would otherwise be negatives of each other). ``video_mask``: (kind, ratio) for masked video
+    input; ``teacher``: the frozen teacher of the alignment loss (needs a mask).
     """
 
     kind = "retrieval"

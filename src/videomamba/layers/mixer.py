@@ -126,8 +126,8 @@ class BiMambaMixer(nn.Module):
         return causal_conv1d(x, conv.weight.squeeze(1), conv.bias, activation="silu",
                              reverse=reverse, out=out)
 
-    def _scan(self, u, z, x_proj, dt_proj, A_log, D, reverse: bool, out=None):
-        """Projections and selective scan of one direction on its conv output u -> (B, E, L).
+    def _scan_inputs(self, u, x_proj, dt_proj, A_log, D) -> list[torch.Tensor]:
+        """One direction's scan inputs from its conv output u: [u, delta, A, B, C, D, delta_bias].
 
         Projections multiply with the weight on the left so that every activation comes out
         channels-first and contiguous: no transposes or copies between the ops.
@@ -136,10 +136,14 @@ class BiMambaMixer(nn.Module):
         dr, Bm, Cm = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
         delta = _wmm(dt_proj.weight, dr)                                            # (B, E, L)
         A = -torch.exp(A_log.float())                                                # (E, N)
+        return [u, delta, A, Bm.contiguous(), Cm.contiguous(), D.float(), dt_proj.bias.float()]
+
+    def _scan(self, u, z, x_proj, dt_proj, A_log, D, reverse: bool, out=None):
+        """Projections and selective scan of one direction on its conv output u -> (B, E, L)."""
+        u, delta, A, Bm, Cm, Dv, bias = self._scan_inputs(u, x_proj, dt_proj, A_log, D)
         if self.record_delta:
-            self._deltas.append(F.softplus(delta.float() + dt_proj.bias.float()[None, :, None]).detach())
-        return selective_scan(u, delta, A, Bm.contiguous(), Cm.contiguous(), D.float(), z=z,
-                              delta_bias=dt_proj.bias.float(), delta_softplus=True,
+            self._deltas.append(F.softplus(delta.float() + bias[None, :, None]).detach())
+        return selective_scan(u, delta, A, Bm, Cm, Dv, z=z, delta_bias=bias, delta_softplus=True,
                               reverse=reverse, out=out)
 
     def recompute_grads(self, hidden: torch.Tensor, dout: torch.Tensor) -> tuple[list, list]:
@@ -148,8 +152,8 @@ class BiMambaMixer(nn.Module):
         (B, L, D) the gradient of its output. Recomputes the cheap part of the forward under autograd
         (in_proj, convs, x_proj, dt_proj) and runs each scan's backward, which recomputes the scan's
         output on the way: neither scan's forward nor out_proj runs again. Returns (tensors, grads)
-        for one ``torch.autograd.backward``: every scan input with its gradient and out_proj's
-        weight with its gradient from the recomputed outputs."""
+        to backpropagate in one call: every scan input with its gradient and out_proj's weight with
+        its gradient from the recomputed outputs."""
         from ..ops.library import scan_bwd_with_output
 
         xz = _wmm(self.in_proj.weight, hidden.transpose(1, 2))
@@ -165,11 +169,7 @@ class BiMambaMixer(nn.Module):
         for conv, x_proj, dt_proj, A_log, D, rev in (
                 (self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D, False),
                 (self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b, True)):
-            u = self._conv(x, conv, rev)
-            dr, Bm, Cm = torch.split(_wmm(x_proj.weight, u), [self.dt_rank, self.d_state, self.d_state], dim=1)
-            delta = _wmm(dt_proj.weight, dr)
-            ins = [u, delta, -torch.exp(A_log.float()), Bm.contiguous(), Cm.contiguous(), D.float(),
-                   dt_proj.bias.float()]
+            ins = self._scan_inputs(self._conv(x, conv, rev), x_proj, dt_proj, A_log, D)
             du, ddelta, dA, dB, dC, dD, dz_, dbias, y_ = scan_bwd_with_output(
                 *(t.detach() for t in ins[:6]), z.detach(), ins[6].detach(), True, rev, dy)
             tensors += ins
@@ -179,8 +179,8 @@ class BiMambaMixer(nn.Module):
         if self.merge == "mean":
             y = y.mul_(0.5)
         # out_proj's weight gradient, from its input as the forward computed it (in u's dtype)
-        y = y.to(u.dtype).float()
-        dW = torch.bmm(g.transpose(1, 2), y.transpose(1, 2)).sum(0) if g.shape[0] > 1 else g[0].t() @ y[0].t()
+        y = y.to(ins[0].dtype).float()
+        dW = torch.bmm(g.transpose(1, 2), y.transpose(1, 2)).sum(0)                 # (D, E)
         tensors += [z, W]
         grads += [dz, dW]
         return tensors, [gr.to(t.dtype) for t, gr in zip(tensors, grads)]
