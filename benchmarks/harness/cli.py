@@ -141,9 +141,6 @@ def run(args) -> int:
                     print(f"    {v:10.1f} MB  {k}")
         return 0 if rec["status"] == "ok" else 1
     results = out / "results.json"
-    import signal
-    # SIGTERM -> SystemExit, so that the runner kills the child it is waiting on
-    signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
     if args.action == "report":
         data = suite.load_results(results)
         if data is None:
@@ -151,11 +148,19 @@ def run(args) -> int:
         print(report.write_page(data, page, out, data.get("commands") or data.get("command")))
         return 0
     command = " ".join([Path(sys.argv[0]).name] + [shlex.quote(a) for a in sys.argv[1:]])
-    data = suite.run_suite(_grid(kind, args), results, timeout_s=timeout, mem_limit_mb=args.mem_limit_gb * 1024,
-                           repeats=repeats, warmup=args.warmup, threads=args.threads, resume=args.resume,
-                           only=args.only, micro=not args.no_micro, scan=not args.no_scan and kind != "toy",
-                           prepare=kind != "toy",
-                           quick=kind != "full", mode_name=kind, env=_child_env(args))
+    import signal
+    # SIGTERM -> SystemExit while the grid runs, so that the runner kills the child it is waiting on;
+    # the previous handler comes back afterwards (an in-process caller, e.g. the tests, keeps its own,
+    # and processes it forks later are not left with one that a Pool's terminate() cannot stop)
+    previous = signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
+    try:
+        data = suite.run_suite(_grid(kind, args), results, timeout_s=timeout,
+                               mem_limit_mb=args.mem_limit_gb * 1024, repeats=repeats, warmup=args.warmup,
+                               threads=args.threads, resume=args.resume, only=args.only, micro=not args.no_micro,
+                               scan=not args.no_scan and kind != "toy", prepare=kind != "toy",
+                               quick=kind != "full", mode_name=kind, env=_child_env(args))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     data["command"] = command
     data.setdefault("commands", []).append(command)     # a resumed run keeps every invocation
     suite.save_results(results, data)

@@ -482,3 +482,14 @@ def test_old_kernel_output_is_shown_with_its_exp_row_for_what_it_is():
     assert f"| roofline (compute floor) | fwd | {floor_ms:.4g} |" in text
     assert "materialised: not a floor" in text and "exp floor" not in text and "fwd >= 30x ref" in text
     assert f'"fwd_over_roofline": {4.18 / floor_ms}' in text                # 10.1: above its floor
+
+
+def test_grid_run_restores_the_sigterm_handler(tmp_path):
+    """The grid turns SIGTERM into SystemExit only while it runs: an in-process caller gets its own
+    handler back (a Python-level handler left behind would be inherited by forked Pool workers)."""
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert bench_main(["--toy", "--out", str(tmp_path), "--no-micro", "--repeats", "1",
+                       "--only", "infer/toy_videomamba/T2/*"]) == 0
+    assert signal.getsignal(signal.SIGTERM) is before
