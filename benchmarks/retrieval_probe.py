@@ -18,6 +18,7 @@ NT=threads (default: torch's). The first run caches the decoded clips in DATA_DI
 """
 import json
 import math
+import random
 import os
 import sys
 import time
@@ -26,9 +27,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from videomamba.data.synthetic import caption_parts
+from videomamba.data.synthetic import _HUES, SHAPE_NAMES, caption_parts
 from videomamba.data.video import open_video
-from videomamba.engine.video_text import caption_id, map_caption
+from videomamba.engine.video_text import caption_id, map_caption, swap_word
 from videomamba.models.registry import get_config
 from videomamba.models.text import TextConfig, TextTokenizer, train_wordpiece
 from videomamba.models.video_text import VideoTextConfig, VideoTextModel
@@ -46,6 +47,7 @@ lr, warm, bs, wd, seed = get("lr", 2e-3), get("warm", 100, int), get("bs", 16, i
 D, depth, ps = get("D", 64, int), get("depth", 4, int), get("ps", 16, int)
 weights = {"vtc": get("vtc", 1.0), "vtm": get("vtm", 0.0), "mlm": 0.0, "uta": 0.0}
 rev, cappos = bool(get("rev", 1, int)), bool(get("cappos", 0, int))
+negcap, neggroups = get("negcap", 0, int), args.get("neggroups", "shape")
 
 # ------------------------------------------------------------------ data
 cache = root / "retrieval_probe_cache.pt"
@@ -143,6 +145,12 @@ def evaluate(shuffle: bool = False) -> dict:
 
 # ------------------------------------------------------------------ train
 g = torch.Generator().manual_seed(seed)
+swap_rng = random.Random(seed)
+swap_groups = []
+if "shape" in neggroups:
+    swap_groups.append(list(SHAPE_NAMES.values()))
+if "colour" in neggroups:
+    swap_groups.append([("an " if c[0] in "aeiou" else "a ") + c for c in sorted({n for _, n in _HUES})])
 model.train()
 t0, step = time.time(), 0
 while True:
@@ -161,7 +169,11 @@ while True:
     if cappos:                                                        # as video_text.positives: caption
         ids_ = torch.tensor([caption_id(c) for c in caps])
     ids, mask = model.tokenize(caps)
-    out = model(video, ids, mask, ids_, weights=weights)
+    neg = None
+    if negcap:
+        negs = [n for c in caps for n in (swap_word(c, swap_groups, swap_rng) for _ in range(negcap)) if n]
+        neg = model.tokenize(negs)
+    out = model(video, ids, mask, ids_, weights=weights, negative_text=neg)
     opt.zero_grad(set_to_none=True)
     out["loss"].backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -41,6 +41,8 @@ def test_overrides_and_types(tmp_path):
     ("train:\n  device: gpu\n", "train.device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
     ("- 1\n- 2\n", "expected a mapping of sections"),
     ("video_text:\n  positives: text\n", "video_text.positives: expected one of 'video', 'caption', got 'text'"),
+    ("video_text:\n  negative_captions: -1\n", "video_text.negative_captions must be an integer >= 0, got -1"),
+    ("video_text:\n  swap_groups: [[oval]]\n", "video_text.swap_groups must be lists of at least two non-empty"),
 ])
 def test_bad_values_name_the_key(tmp_path, text, needle):
     p = tmp_path / "bad.yaml"

@@ -190,3 +190,100 @@ def test_vtc_with_equal_ids_treats_both_as_positives():
     t2v = -(torch.log_softmax(sim.T, 1) * target).sum(1).mean()
     want = (v2t + t2v) / 2
     assert torch.allclose(vtc_loss(v, t, idx, temp, gather=False), want, atol=1e-6)
+
+
+def test_vtc_negative_captions_join_the_video_to_text_softmax_only():
+    """Captions of no video add columns to each video's v2t softmax (target 0 there) and change
+    nothing in t2v; by hand with unit vectors."""
+    v = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    t = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    neg = torch.tensor([[0.8, 0.6], [0.0, -1.0], [-1.0, 0.0]])
+    temp = 0.5
+    v2t = torch.tensor([[1.0, 0.6, 0.8, 0.0, -1.0],          # video 0 against t0, t1, then the three negatives
+                        [0.0, 0.8, 0.6, -1.0, 0.0]]) / temp
+    t2v = torch.tensor([[1.0, 0.0], [0.6, 0.8]]) / temp
+    lv = -(torch.log_softmax(v2t, 1)[:, :2].diagonal()).mean()
+    lt = -(torch.log_softmax(t2v, 1).diagonal()).mean()
+    got = vtc_loss(v, t, torch.tensor([0, 1]), temp, gather=False, text_negatives=neg)
+    assert float(got) == pytest.approx(float((lv + lt) / 2), abs=1e-6)
+    # an empty set of negatives is the plain loss
+    empty = vtc_loss(v, t, torch.tensor([0, 1]), temp, gather=False, text_negatives=neg[:0])
+    assert float(empty) == pytest.approx(float(vtc_loss(v, t, torch.tensor([0, 1]), temp, gather=False)), abs=1e-7)
+
+
+def test_swap_word_replaces_one_phrase_of_one_group():
+    import random
+
+    from videomamba.engine.video_text import swap_word
+
+    shapes = ["triangle", "oval", "l shape"]
+    colours = ["a red", "an orange"]
+    rng = random.Random(0)
+    outs = {swap_word("a red l shape moving up", [shapes, colours], rng) for _ in range(200)}
+    # every single swap, and nothing else: the two other shapes, or the other colour with its article
+    assert outs == {"a red triangle moving up", "a red oval moving up", "an orange l shape moving up"}
+    assert swap_word("a red l shape moving up", [["square", "circle"]], rng) is None      # no phrase of a group
+    assert swap_word("a triangles row", [shapes], rng) is None                             # whole words only
+    assert swap_word("an orange oval", [["oval"], colours], rng) == "a red oval"           # a one-phrase group is skipped
+
+
+def test_task_negative_captions_reach_the_loss_with_one_word_swapped():
+    from videomamba.engine.video_text import VideoTextTask
+
+    seen = {}
+
+    class Stub(torch.nn.Module):
+        def tokenize(self, captions):
+            seen.setdefault("texts", []).append(list(captions))
+            return torch.zeros(len(captions), 3, dtype=torch.long), torch.ones(len(captions), 3, dtype=torch.long)
+
+        def forward(self, video, ids, mask, idx, negative_text=None, **kw):
+            seen["neg_rows"] = None if negative_text is None else negative_text[0].shape[0]
+            return {"loss": torch.zeros(())}
+
+    shapes = ["triangle", "oval", "kite"]
+    batch = {"video": torch.zeros(2, 3, 2, 4, 4), "idx": torch.tensor([0, 1]),
+             "caption": ["a red oval moving up", "a blue kite growing"]}
+    rev = {"moving up": "moving down", "moving down": "moving up", "growing": "shrinking", "shrinking": "growing"}
+    task = VideoTextTask({"vtc": 1.0}, reverse_map=rev, id_offset=10, negative_captions=2, swap_groups=[shapes])
+    task.train_step(Stub(), batch, torch.device("cpu"))
+    positives, negatives = seen["texts"]
+    assert seen["neg_rows"] == 8 and len(negatives) == 8          # 2 clips + 2 reversed, 2 negatives each
+    for k, neg in enumerate(negatives):
+        pos = positives[k // 2]
+        a, b = pos.split(), neg.split()
+        diff = [(x, y) for x, y in zip(a, b) if x != y]
+        assert len(a) == len(b) and len(diff) == 1 and diff[0][0] in shapes and diff[0][1] in shapes
+    # the same batch draws the same negatives (a resumed run replays them)
+    seen.clear()
+    task.train_step(Stub(), batch, torch.device("cpu"))
+    assert seen["texts"][1] == negatives
+    with pytest.raises(ValueError, match="swap_groups"):
+        VideoTextTask({"vtc": 1.0}, negative_captions=1)
+
+
+def test_model_forward_with_negative_captions_matches_the_loss_from_its_parts():
+    """The forward's contrastive loss with negative captions (one text pass for captions and
+    negatives) equals vtc_loss over the separately encoded parts."""
+    from videomamba.models.video_text import VideoTextConfig, VideoTextModel
+
+    torch.manual_seed(0)
+    cfg = VideoTextConfig(vision=dict(embed_dim=32, depth=1, num_frames=2, img_size=32, patch_size=16, num_classes=0),
+                          text=dict(vocab_size=50, hidden_size=32, num_hidden_layers=2, fusion_layer=1,
+                                    num_attention_heads=2, intermediate_size=64, max_position_embeddings=16),
+                          embed_dim=8, max_txt_l=8)
+    model = VideoTextModel(cfg).eval()
+    video = torch.randn(3, 3, 2, 32, 32)
+    ids, mask = torch.randint(5, 50, (3, 8)), torch.ones(3, 8, dtype=torch.long)
+    nids, nmask = torch.randint(5, 50, (4, 8)), torch.ones(4, 8, dtype=torch.long)
+    nmask[:, 6:] = 0
+    idx = torch.tensor([0, 1, 2])
+    got = model(video, ids, mask, idx, weights={"vtc": 1.0, "vtm": 0.0, "mlm": 0.0}, negative_text=(nids, nmask))
+    with torch.no_grad():
+        vproj = model.project_video(model.encode_vision(video)[1])
+        tproj = model.project_text(model.encode_text_tokens(ids, mask))
+        nproj = model.project_text(model.encode_text_tokens(nids, nmask))
+        want = vtc_loss(vproj, tproj, idx, model.temp, gather=False, text_negatives=nproj)
+        plain = vtc_loss(vproj, tproj, idx, model.temp, gather=False)
+    assert float(got["loss_vtc"]) == pytest.approx(float(want), abs=1e-5)
+    assert float(want) > float(plain)                     # the negatives add mass to each video's softmax

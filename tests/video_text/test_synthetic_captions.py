@@ -65,3 +65,9 @@ def test_make_synthetic_writes_captions(tmp_path):
     assert csv_lines[0] == "path,caption" and len(csv_lines) == 5
     meta = json.loads(out["meta"].read_text())
     assert meta["captions"] and meta["caption_maps"]["reverse"]["growing"] == "shrinking"
+    # every caption holds exactly one phrase of each group (what a negative caption swaps)
+    groups = meta["caption_groups"]
+    assert set(groups) == {"shape", "colour"} and "an orange" in groups["colour"] and "l shape" in groups["shape"]
+    for c in by_video.values():
+        for phrases in groups.values():
+            assert sum(c.startswith(p + " ") or f" {p} " in c for p in phrases) == 1, (c, phrases)

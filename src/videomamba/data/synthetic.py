@@ -118,6 +118,15 @@ CAPTION_REVERSE = {"moving to the left": "moving to the right", "moving to the r
                    "disappearing": "appearing"}
 
 
+def caption_groups() -> dict[str, list[str]]:
+    """Interchangeable phrases of the captions (``meta.json`` ``caption_groups``; the source of
+    ``video_text.negative_captions``): the shape names, and the colour words with their article
+    ("a red", "an orange") so that a swap keeps the caption grammatical."""
+    colours = list(dict.fromkeys(name for _, name in _HUES))
+    return {"shape": list(SHAPE_NAMES.values()),
+            "colour": [("an " if c[0] in "aeiou" else "a ") + c for c in colours]}
+
+
 def colour_name(rgb) -> str:
     """A basic colour word for an RGB triple in [0, 1] (hue bins; white / black / grey when unsaturated)."""
     h, s, v = colorsys.rgb_to_hsv(*(float(c) for c in rgb))
@@ -405,6 +414,7 @@ def make_synthetic(out_dir, classes=None, per_class: int = 40, frames: int = 16,
     if captions:
         meta["captions"] = True
         meta["caption_maps"] = {"reverse": dict(CAPTION_REVERSE)}
+        meta["caption_groups"] = caption_groups()
         for split, split_rows in (("train", train_rows), ("val", val_rows)):
             wanted = {r.split(",", 1)[0] for r in split_rows}
             items = [{"video": rel, "caption": texts[k]} for k, rel in enumerate(rels) if rel in wanted]

@@ -195,6 +195,8 @@ class VideoTextSection:
     teacher_model: str | None = None
     reverse_pairs: bool = False            # add each clip played backwards with its caption mapped (meta.json)
     positives: Literal["video", "caption"] = "video"   # caption: clips with the same caption are positives too
+    negative_captions: int = 0             # per clip, captions with one phrase swapped (swap_groups): extra negatives
+    swap_groups: list[list[str]] | None = None        # lists of interchangeable phrases; null: meta.json caption_groups
     k_test: int = 128                      # candidates re-ranked with matching scores per query
     rerank_micro_batch: int = 32
     val_rerank: bool = True
@@ -428,6 +430,9 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
          (vt.k_test, vt.rerank_micro_batch))
     need(vt.max_txt_l is None or vt.max_txt_l >= 3, "video_text.max_txt_l", "an integer >= 3 or null", vt.max_txt_l)
     need(0 < vt.temp < 1, "video_text.temp", "in (0, 1)", vt.temp)
+    need(vt.negative_captions >= 0, "video_text.negative_captions", "an integer >= 0", vt.negative_captions)
+    need(vt.swap_groups is None or all(len(g) >= 2 and all(p.strip() for p in g) for g in vt.swap_groups),
+         "video_text.swap_groups", "lists of at least two non-empty phrases, or null", vt.swap_groups)
     if cfg.task.type == "regression":
         need(a.mixup == 0 and a.cutmix == 0, "augment.mixup/cutmix", "0 for a regression task", (a.mixup, a.cutmix))
     # the model overrides are checked by building the VideoMambaConfig (its errors name the field)

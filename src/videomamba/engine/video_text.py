@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import random
 import re
 import tempfile
 import time
@@ -28,16 +29,27 @@ from .config import ConfigError
 # ------------------------------------------------------------------------------ caption symmetries
 def load_caption_map(annotations: "str | Path | None", name: str = "reverse") -> dict[str, str] | None:
     """``meta.json`` beside the annotation file -> ``caption_maps[name]`` (phrase -> phrase), or None."""
+    return _meta_entry(annotations, "caption_maps", name)
+
+
+def load_caption_groups(annotations: "str | Path | None") -> list[list[str]] | None:
+    """``meta.json`` beside the annotation file -> its ``caption_groups`` (name -> interchangeable
+    phrases, e.g. the shape names) as a list of groups, or None."""
+    groups = _meta_entry(annotations, "caption_groups")
+    return [list(g) for g in groups.values()] if isinstance(groups, dict) else None
+
+
+def _meta_entry(annotations, key: str, name: str | None = None):
     if not annotations:
         return None
     meta = Path(annotations).parent / "meta.json"
     if not meta.is_file():
         return None
     try:
-        maps = json.loads(meta.read_text()).get("caption_maps") or {}
+        entry = json.loads(meta.read_text()).get(key) or {}
     except (json.JSONDecodeError, AttributeError):
         return None
-    return maps.get(name)
+    return entry.get(name) if name is not None else entry
 
 
 def map_caption(caption: str, mapping: dict[str, str]) -> str:
@@ -45,6 +57,25 @@ def map_caption(caption: str, mapping: dict[str, str]) -> str:
     keys = sorted(mapping, key=len, reverse=True)
     pat = re.compile(r"\b(" + "|".join(re.escape(k) for k in keys) + r")\b")
     return pat.sub(lambda m: mapping[m.group(1)], caption)
+
+
+def swap_word(caption: str, groups: "list[list[str]]", rng) -> str | None:
+    """``caption`` with one phrase of one of ``groups`` (interchangeable phrases, e.g. shape names)
+    replaced by another phrase of its group, both drawn with ``rng`` (a ``random.Random``); None when
+    the caption holds no phrase of any group. Whole words, longest phrase first."""
+    hits = []
+    for g, group in enumerate(groups):
+        for phrase in sorted(group, key=len, reverse=True):
+            m = re.search(r"\b" + re.escape(phrase) + r"\b", caption)
+            if m:
+                hits.append((g, phrase, m))
+                break
+    hits = [h for h in hits if len(groups[h[0]]) > 1]
+    if not hits:
+        return None
+    g, phrase, m = hits[rng.randrange(len(hits))]
+    other = rng.choice([p for p in groups[g] if p != phrase])
+    return caption[:m.start()] + other + caption[m.end():]
 
 
 def caption_id(caption: str) -> int:
@@ -62,6 +93,9 @@ class VideoTextTask:
     or "caption" (also clips with the same caption: for data whose captions repeat, where they
     would otherwise be negatives of each other). ``video_mask``: (kind, ratio) for masked video
     input; ``teacher``: the frozen teacher of the alignment loss (needs a mask).
+    ``negative_captions``: per clip, that many copies of its caption with one phrase of
+    ``swap_groups`` replaced by another of its group ("a red kite" -> "a red oval") join the
+    contrastive loss as captions of no video: negatives that differ from a positive in one word.
     """
 
     kind = "retrieval"
@@ -69,9 +103,16 @@ class VideoTextTask:
 
     def __init__(self, weights: dict, mlm_prob: float = 0.5, reverse_map: dict | None = None,
                  id_offset: int = 0, video_mask: tuple[str, float] | None = None, teacher=None,
-                 main_metric: str = "r_mean", positives: str = "video"):
+                 main_metric: str = "r_mean", positives: str = "video", negative_captions: int = 0,
+                 swap_groups: "list[list[str]] | None" = None):
         if positives not in ("video", "caption"):
             raise ValueError(f"positives must be 'video' or 'caption', got {positives!r}")
+        if negative_captions < 0:
+            raise ValueError(f"negative_captions must be >= 0, got {negative_captions}")
+        if negative_captions and not swap_groups:
+            raise ValueError("negative_captions needs swap_groups (lists of interchangeable phrases)")
+        self.negative_captions = int(negative_captions)
+        self.swap_groups = [list(g) for g in swap_groups or []]
         self.positives = positives
         self.weights = dict(weights)
         self.mlm_prob = mlm_prob
@@ -96,6 +137,14 @@ class VideoTextTask:
         if self.positives == "caption":
             idx = torch.tensor([caption_id(c) for c in captions], device=device)
         ids, mask = inner.tokenize(captions)
+        negative_text = None
+        if self.negative_captions:
+            # drawn from the batch's ids: the same batch gets the same negatives (resume, replays)
+            rng = random.Random(caption_id(" ".join(map(str, idx.tolist()))))
+            negs = [n for c in captions for n in (swap_word(c, self.swap_groups, rng)
+                                                  for _ in range(self.negative_captions)) if n is not None]
+            if negs:
+                negative_text = tuple(t.to(device) for t in inner.tokenize(negs))
         mask_t = uta = None
         if self.video_mask is not None:
             from ..models.masking import make_mask
@@ -116,7 +165,7 @@ class VideoTextTask:
                 cls = tout.cls if tout.cls is not None else tout.tokens.mean(1)
                 uta = torch.cat([cls[:, None].to(tok.dtype), tok], 1)              # (B, 1 + P, C)
         out = model(video, ids, mask, idx, weights=self.weights, video_mask=mask_t, mlm_prob=self.mlm_prob,
-                    uta_targets=uta)
+                    uta_targets=uta, negative_text=negative_text)
         return {"loss": out["loss"], "count": int(video.shape[0]),
                 **{k: float(v.detach()) for k, v in out.items() if k != "loss"}}
 
@@ -319,10 +368,17 @@ def build_task(tr) -> VideoTextTask:
             raise ConfigError("video_text.uta > 0 needs video_text.teacher and video_text.video_mask_type")
         from ..models.teachers import load_teacher
         teacher = load_teacher(vt.teacher, vt.teacher_model).to(tr.device)
+    swap_groups = None
+    if vt.negative_captions:
+        swap_groups = vt.swap_groups or load_caption_groups(tr.cfg.data.train)
+        if not swap_groups:
+            raise ConfigError(f"video_text.negative_captions needs video_text.swap_groups (lists of interchangeable "
+                              f"phrases) or caption_groups in the meta.json beside {tr.cfg.data.train}")
     mask = (vt.video_mask_type, vt.video_mask_ratio) if vt.video_mask_type else None
     n_videos = getattr(tr.train_dataset, "num_videos", None) or (1 << 30)
     return VideoTextTask({"vtc": vt.vtc, "vtm": vt.vtm, "mlm": vt.mlm, "uta": vt.uta}, vt.mlm_prob, reverse_map,
-                         n_videos, mask, teacher, main_metric=vt.main_metric, positives=vt.positives)
+                         n_videos, mask, teacher, main_metric=vt.main_metric, positives=vt.positives,
+                         negative_captions=vt.negative_captions, swap_groups=swap_groups)
 
 
 def validate(tr, epoch: int) -> dict:

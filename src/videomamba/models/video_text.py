@@ -237,15 +237,23 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, 0)
 
 
-def vtc_loss(vision_proj: torch.Tensor, text_proj: torch.Tensor, idx: torch.Tensor, temp, gather: bool = True):
+def vtc_loss(vision_proj: torch.Tensor, text_proj: torch.Tensor, idx: torch.Tensor, temp, gather: bool = True,
+             text_negatives: torch.Tensor | None = None):
     """Video-text contrastive loss: the mean of the v2t and t2v cross-entropies against the
-    row-normalised positives (equal ``idx``), over the batch gathered from every rank."""
+    row-normalised positives (equal ``idx``), over the batch gathered from every rank.
+    ``text_negatives`` (M, d): projections of captions that match no video (e.g. a caption with one
+    word swapped); they join every video's v2t softmax as extra negatives (this rank's only)."""
     if gather:
         vision_proj, text_proj, idx = gather_with_grad(vision_proj), gather_with_grad(text_proj), gather_with_grad(idx)
     sim_v2t, sim_t2v = get_sim(vision_proj, text_proj, temp)
     with torch.no_grad():
         target = positive_mask(idx, normalize=True)
-    loss_v2t = -(F.log_softmax(sim_v2t, dim=1) * target).sum(1).mean()
+    if text_negatives is not None and text_negatives.shape[0]:
+        sim_v2t = torch.cat([sim_v2t, get_sim(vision_proj, text_negatives, temp)[0]], 1)
+        target_v2t = torch.cat([target, target.new_zeros(target.shape[0], text_negatives.shape[0])], 1)
+    else:
+        target_v2t = target
+    loss_v2t = -(F.log_softmax(sim_v2t, dim=1) * target_v2t).sum(1).mean()
     loss_t2v = -(F.log_softmax(sim_t2v, dim=1) * target).sum(1).mean()
     return (loss_v2t + loss_t2v) / 2
 
@@ -504,19 +512,31 @@ class VideoTextModel(nn.Module):
                 mlm_prob: float = 0.5, uta_targets: torch.Tensor | None = None,
                 negatives: tuple[torch.Tensor, torch.Tensor] | None = None,
                 mlm_inputs: tuple[torch.Tensor, torch.Tensor] | None = None,
+                negative_text: tuple[torch.Tensor, torch.Tensor] | None = None,
                 generator: torch.Generator | None = None) -> dict:
         """Pre-training / fine-tuning losses for a paired batch: caption i with video i, ``idx`` the
         pair ids (equal ids are positives). ``weights``: {"vtc", "vtm", "mlm", "uta"} (0 = off).
         ``video_mask`` (B, t*S) bool drops video tokens (masked pre-training); ``uta_targets``
         (B, 1 + P, C) the frozen teacher's features at the visible positions.
         ``negatives`` / ``mlm_inputs`` replace the random draws (tests, reproductions).
+        ``negative_text``: (ids, mask) of captions that match no video, extra negatives of the
+        contrastive loss (:func:`vtc_loss`).
         Returns {"loss", "loss_vtc", "loss_vtm", "loss_mlm", "loss_uta"}."""
         w = {"vtc": 1.0, "vtm": 1.0, "mlm": 1.0, "uta": 0.0, **(weights or {})}
         self.clamp_temp()
         need_hidden = w["uta"] > 0
         out = self.encode_vision(video, mask=video_mask, return_hidden=need_hidden)
         vtok, pooled = out[0], out[1]
-        ttok = self.encode_text_tokens(input_ids, attention_mask)
+        tneg = None
+        if negative_text is not None and w["vtc"] > 0 and negative_text[0].shape[1] == input_ids.shape[1]:
+            B = input_ids.shape[0]                                  # one text pass for captions and negatives
+            both = self.encode_text_tokens(torch.cat([input_ids, negative_text[0]]),
+                                           torch.cat([attention_mask, negative_text[1]]))
+            ttok, tneg = both[:B], self.project_text(both[B:])
+        else:
+            ttok = self.encode_text_tokens(input_ids, attention_mask)
+            if negative_text is not None and w["vtc"] > 0:
+                tneg = self.project_text(self.encode_text_tokens(*negative_text))
         vproj, tproj = self.project_video(pooled), self.project_text(ttok)
         zero = vproj.sum() * 0.0
         losses = {"loss_vtc": zero, "loss_vtm": zero, "loss_mlm": zero, "loss_uta": zero}
@@ -525,7 +545,7 @@ class VideoTextModel(nn.Module):
                 raise ValueError("the alignment loss needs video_mask and uta_targets")
             losses["loss_uta"] = uta_loss(self.uta_student(out[2], video_mask), uta_targets)
         if w["vtc"] > 0:
-            losses["loss_vtc"] = vtc_loss(vproj, tproj, idx, self.temp)
+            losses["loss_vtc"] = vtc_loss(vproj, tproj, idx, self.temp, text_negatives=tneg)
         if w["vtm"] > 0:
             losses["loss_vtm"], _ = vtm_loss(self, vtok, ttok, attention_mask, vproj, tproj, idx, self.temp,
                                              negatives=negatives, generator=generator)
