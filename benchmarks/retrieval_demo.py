@@ -63,7 +63,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     data = out / "data"
     t0 = time.time()
-    if not (data / "meta.json").is_file() or json.loads((data / "meta.json").read_text()).get("per_class") != args.per_class:
+    meta = json.loads((data / "meta.json").read_text()) if (data / "meta.json").is_file() else {}
+    if meta.get("per_class") != args.per_class or "caption_groups" not in meta:      # missing, other size, older
         make_synthetic(data, per_class=args.per_class, frames=8, size=64, seed=args.seed,
                        val_fraction=args.val_per_class / args.per_class, captions=True, progress=True, workers=None)
     t_data = time.time() - t0
