@@ -286,6 +286,40 @@ def targets(records, micro: dict | None = None) -> list[dict]:
             add(name, m, ">= 5", m >= 5, f"{peak_mb(ours):.0f} MB vs {peak_mb(peer):.0f} MB{_incr(ours, peer, True)}")
         else:
             add(name, None, ">= 5", None, _why(ours, peer))
+    # --- training throughput against sdpa ViT-Ti, defaults on both sides (batch 1, fp32)
+    for frames, need in ((16, 1.5), (64, 3.0)):
+        ours = rec(model="videomamba_tiny", mode="train", frames=frames, batch=1, dtype="fp32")
+        peer = rec(model="vit_ti_joint", attn="sdpa", mode="train", frames=frames, batch=1, dtype="fp32")
+        name = (f"train {frames}f: VideoMamba-Ti (defaults) >= {need:g}x the steps/s of sdpa ViT-Ti"
+                + (", peak memory <= the peer's" if frames == 64 else ""))
+        if _good(ours, peer):
+            x = peer["median_s"] / ours["median_s"]
+            mem_ok = frames != 64 or peak_mb(ours) <= peak_mb(peer)
+            add(name, x, f">= {need:g}", x >= need and mem_ok,
+                f"{ours['median_s']:.2f} s vs {peer['median_s']:.2f} s; {peak_mb(ours):.0f} MB vs {peak_mb(peer):.0f} MB")
+        else:
+            add(name, None, f">= {need:g}", None, _why(ours, peer))
+    # --- inference against the roofline: Ti and S, batch 1 and 8, 8-64 frames (the worst configuration)
+    for model in ("videomamba_tiny", "videomamba_small"):
+        for dtype, need in (("fp32", 1.6), ("bf16", 2.0)):
+            name = f"infer 8-64f, batch 1 and 8: {model} {dtype} within {need:g}x of the roofline (worst case)"
+            worst = None
+            for r in ok(records):
+                sp = r.get("spec", {})
+                if (sp.get("model") != model or sp.get("mode") != "infer" or sp.get("dtype") != dtype
+                        or sp.get("batch") not in (1, 8) or not 8 <= (sp.get("frames") or 0) <= 64
+                        or sp.get("device", "cpu") != "cpu" or sp.get("img", 224) != 224 or sp.get("overrides")
+                        or not ran_as_user(r)):
+                    continue
+                rf = roofline(r, micro or {})
+                if rf is not None:
+                    x = r["median_s"] / rf["roofline_s"]
+                    if worst is None or x > worst[0]:
+                        worst = (x, sp["frames"], sp["batch"])
+            if worst is None:
+                add(name, None, f"<= {need:g}", None, "not measured in this run (or no measured peaks)")
+            else:
+                add(name, worst[0], f"<= {need:g}", worst[0] <= need, f"worst: {worst[1]} frames, batch {worst[2]}")
     # --- VideoMamba-Ti 8x224^2 batch 1 fp32 inference: against the release-equivalent path, and the roofline
     r8 = rec(model="videomamba_tiny", mode="infer", frames=8, batch=1, dtype="fp32")
     ref8 = rec(model="videomamba_tiny", mode="infer", frames=8, batch=1, dtype="fp32", env=RELEASE_ENV)

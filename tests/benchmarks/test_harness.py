@@ -242,6 +242,20 @@ def test_targets_from_a_hand_made_run():
     rel = tg["infer 8f: >= 15x faster than the release-equivalent path (sequential reference scan, both directions)"]
     assert rel["value"] == pytest.approx(14.0) and rel["met"] is False
     assert "infer 8f: within 2x of the roofline" in tg
+    # training throughput, defaults on both sides: 45 s / 9 s = 5x at 64 frames, but 2900 MB > 2600 MB
+    t64 = tg["train 64f: VideoMamba-Ti (defaults) >= 3x the steps/s of sdpa ViT-Ti, peak memory <= the peer's"]
+    assert t64["value"] == pytest.approx(5.0) and t64["met"] is False
+    t16 = tg["train 16f: VideoMamba-Ti (defaults) >= 1.5x the steps/s of sdpa ViT-Ti"]
+    assert t16["met"] is None and t16["value"] is None                 # no 16-frame training records
+    # the roofline row takes the worst of Ti's fp32 inference records run as a user runs it, batch 1 and 8,
+    # 8-64 frames: never the release-equivalent path (no roofline) nor the tuned record
+    rf = tg["infer 8-64f, batch 1 and 8: videomamba_tiny fp32 within 1.6x of the roofline (worst case)"]
+    cands = [r for r in recs if r["spec"]["model"] == "videomamba_tiny" and r["spec"]["mode"] == "infer"
+             and r.get("as_user", True) and not (r["spec"].get("env") or {})]
+    want = max(r["median_s"] / analysis.roofline_s(r, micro) for r in cands)
+    assert len(cands) == 5 and rf["value"] == pytest.approx(want) and rf["met"] is (want <= 1.6)
+    small = tg["infer 8-64f, batch 1 and 8: videomamba_small bf16 within 2x of the roofline (worst case)"]
+    assert small["met"] is None
 
 
 def test_release_baseline_missing_is_not_measured():
