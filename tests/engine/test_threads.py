@@ -124,3 +124,40 @@ def test_train_with_threads_auto(tmp_path):
     assert sum("threads auto:" in m for m in msgs) == 1, msgs
     with pytest.raises(ConfigError, match="train.threads"):
         train(None, {**ov, "train.threads": "many"}, train_dataset=ToyVideos(40), log=msgs.append)
+
+
+def test_tuner_confirms_the_start_soon():
+    """The first 2-thread steps of a run pay one-off costs (here 400 ms instead of 50): the start picks
+    1 thread, and the check 4 x trial steps later goes back to 2, not the scheduled trial 500 steps on."""
+    clock = FakeClock()
+    tuner = ThreadTuner(2, trial=4, every=500, set_threads=lambda n: None, clock=clock)
+    seen = {"two": 0}
+    msgs = []
+    for _ in range(60):
+        tuner.before_step()
+        if tuner._current == 2:
+            seen["two"] += 1
+            clock.t += 0.40 if seen["two"] <= 4 else 0.05      # warm-up of the 2-thread pool
+        else:
+            clock.t += 0.08
+        msgs.append(tuner.after_step())
+    said = [m for m in msgs if m]
+    assert said[0].startswith("threads auto: 1 (") and said[0].endswith("; start)")
+    assert said[1] == "threads auto: 2 (50 ms/step with 2 threads, 80 ms with 1; confirming the start)"
+    assert tuner.choice == 2 and [c for _, c, _ in tuner.history] == [1, 2]
+    assert tuner.history[1][0] <= tuner.history[0][0] + 4 * 4 + 2 * 4      # the check, then its own trial
+
+
+def test_tuner_confirmation_that_holds_leaves_the_schedule_as_it_was():
+    """When the check agrees with the start, the scheduled trials come at the steps they would have
+    come without it: ``every`` after the first decision, then doubling."""
+    clock = FakeClock()
+    tuner = ThreadTuner(2, trial=4, every=50, max_every=400, set_threads=lambda n: None, clock=clock)
+    _drive(tuner, clock, {2: 0.05, 1: 0.08}, 400)
+    steps = [k for k, _, _ in tuner.history]
+    whys = [w for _, _, w in tuner.history]
+    assert whys[:3] == ["start", "confirming the start", "scheduled"]
+    first = steps[0]
+    # the first scheduled trial starts every (after the start: doubled to 100) steps after the start's
+    # decision and takes 4 + 4 steps; the next one 200 steps after that decision
+    assert steps[2] == first + 100 + 8 and steps[3] == steps[2] + 200 + 8

@@ -16,6 +16,9 @@ that the scheduler has put aside. Load comes and goes during a run, so the choic
 - **scheduled trials**: every ``every`` steps, doubling (up to ``max_every``) while the choice holds,
   back to ``every`` when it changes: a neighbour that left shows up even when the one-thread time did
   not move.
+- **the start is confirmed**: the first steps of a run carry one-off costs (allocations, kernel caches,
+  a thread pool that has never run), so the first choice is tried once more ``4 * trial`` steps
+  later; when it holds, the schedule goes on as if that check had not run.
 
 The OpenMP side of the same problem (threads that spin while waiting) is ``videomamba.runtime``'s.
 """
@@ -26,6 +29,9 @@ import time
 from collections import deque
 
 import torch
+
+
+CONFIRM = "confirming the start"
 
 
 class ThreadTuner:
@@ -64,6 +70,8 @@ class ThreadTuner:
         self._ref: float | None = None   # the chosen setting's step time in its trial
         self._since = 0                  # steps since the last trial ended
         self._recent: deque = deque(maxlen=window)
+        self._confirm_pending = False    # the start's choice is tried once more, 4 * trial steps later
+        self._first_k = 0
 
     # ------------------------------------------------------------------ step hooks
     def before_step(self) -> None:
@@ -105,7 +113,12 @@ class ThreadTuner:
         self._phase, self._since = None, 0
         self._recent.clear()
         changed = self.choice != before
-        self.every = self.base_every if changed else min(2 * self.every, self.max_every)
+        if self._why == CONFIRM and not changed:     # the schedule goes on as if the check had not run
+            self._since = self._k - self._first_k
+        else:
+            self.every = self.base_every if changed else min(2 * self.every, self.max_every)
+        if first:
+            self._first_k, self._confirm_pending = self._k, True
         self.history.append((self._k, self.choice, self._why))
         if not first and not changed:
             return None
@@ -120,6 +133,9 @@ class ThreadTuner:
             if now > self.drift * self._ref or now * self.drift < self._ref:
                 self._start_trial(f"step time went from {1000 * self._ref:.0f} to {1000 * now:.0f} ms")
                 return None
-        if self._since >= self.every:
+        if self._confirm_pending and self._since >= 4 * self.trial:
+            self._confirm_pending = False
+            self._start_trial(CONFIRM)
+        elif self._since >= self.every:
             self._start_trial("scheduled")
         return None
