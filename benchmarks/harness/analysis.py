@@ -177,18 +177,24 @@ def annotate(records, micro_by_device: dict | None) -> None:
             r["roofline_fraction"] = rf["roofline_s"] / r["median_s"]
 
 
+def roofline_ratios(records, micro: dict | None, batches=(1,)):
+    """(spec, measured / roofline) of every ok CPU record run as a user runs it, at one of ``batches``,
+    that has a roofline."""
+    for r in ok(records):
+        s = r.get("spec", {})
+        if s.get("batch") not in batches or s.get("device", "cpu") != "cpu" or not ran_as_user(r):
+            continue
+        rf = roofline(r, micro or {})
+        if rf is not None:
+            yield s, r["median_s"] / rf["roofline_s"]
+
+
 def roofline_summary(records, micro: dict | None) -> list[dict]:
     """measured / roofline per model and dtype (batch 1, as a user runs it): median, min and max over
     the frame counts measured."""
     groups: dict[tuple, list[float]] = {}
-    for r in ok(records):
-        s = r.get("spec", {})
-        if s.get("batch") != 1 or s.get("device", "cpu") != "cpu" or not ran_as_user(r):
-            continue
-        rf = roofline(r, micro or {})
-        if rf is None:
-            continue
-        groups.setdefault((s["model"], s["dtype"]), []).append((s["frames"], r["median_s"] / rf["roofline_s"]))
+    for s, x in roofline_ratios(records, micro):
+        groups.setdefault((s["model"], s["dtype"]), []).append((s["frames"], x))
     rows = []
     for (model, dtype), xs in sorted(groups.items()):
         ratios = sorted(x for _, x in xs)
@@ -303,19 +309,9 @@ def targets(records, micro: dict | None = None) -> list[dict]:
     for model in ("videomamba_tiny", "videomamba_small"):
         for dtype, need in (("fp32", 1.6), ("bf16", 2.0)):
             name = f"infer 8-64f, batch 1 and 8: {model} {dtype} within {need:g}x of the roofline (worst case)"
-            worst = None
-            for r in ok(records):
-                sp = r.get("spec", {})
-                if (sp.get("model") != model or sp.get("mode") != "infer" or sp.get("dtype") != dtype
-                        or sp.get("batch") not in (1, 8) or not 8 <= (sp.get("frames") or 0) <= 64
-                        or sp.get("device", "cpu") != "cpu" or sp.get("img", 224) != 224 or sp.get("overrides")
-                        or not ran_as_user(r)):
-                    continue
-                rf = roofline(r, micro or {})
-                if rf is not None:
-                    x = r["median_s"] / rf["roofline_s"]
-                    if worst is None or x > worst[0]:
-                        worst = (x, sp["frames"], sp["batch"])
+            worst = max(((x, sp["frames"], sp["batch"]) for sp, x in roofline_ratios(records, micro, (1, 8))
+                         if sp.get("model") == model and sp.get("dtype") == dtype and 8 <= sp["frames"] <= 64
+                         and sp.get("img", 224) == 224 and not sp.get("overrides")), default=None)
             if worst is None:
                 add(name, None, f"<= {need:g}", None, "not measured in this run (or no measured peaks)")
             else:

@@ -65,12 +65,13 @@ def swap_word(caption: str, groups: "list[list[str]]", rng) -> str | None:
     the caption holds no phrase of any group. Whole words, longest phrase first."""
     hits = []
     for g, group in enumerate(groups):
+        if len(group) < 2:                                      # nothing to swap to
+            continue
         for phrase in sorted(group, key=len, reverse=True):
             m = re.search(r"\b" + re.escape(phrase) + r"\b", caption)
             if m:
                 hits.append((g, phrase, m))
                 break
-    hits = [h for h in hits if len(groups[h[0]]) > 1]
     if not hits:
         return None
     g, phrase, m = hits[rng.randrange(len(hits))]

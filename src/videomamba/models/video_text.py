@@ -528,15 +528,16 @@ class VideoTextModel(nn.Module):
         out = self.encode_vision(video, mask=video_mask, return_hidden=need_hidden)
         vtok, pooled = out[0], out[1]
         tneg = None
-        if negative_text is not None and w["vtc"] > 0 and negative_text[0].shape[1] == input_ids.shape[1]:
+        if negative_text is not None and w["vtc"] > 0:
+            nids, nmask = negative_text
+            if nids.shape[1] != input_ids.shape[1]:
+                raise ValueError(f"negative_text has {nids.shape[1]} tokens per caption, the captions "
+                                 f"{input_ids.shape[1]}: tokenize both with the model's tokenize()")
             B = input_ids.shape[0]                                  # one text pass for captions and negatives
-            both = self.encode_text_tokens(torch.cat([input_ids, negative_text[0]]),
-                                           torch.cat([attention_mask, negative_text[1]]))
+            both = self.encode_text_tokens(torch.cat([input_ids, nids]), torch.cat([attention_mask, nmask]))
             ttok, tneg = both[:B], self.project_text(both[B:])
         else:
             ttok = self.encode_text_tokens(input_ids, attention_mask)
-            if negative_text is not None and w["vtc"] > 0:
-                tneg = self.project_text(self.encode_text_tokens(*negative_text))
         vproj, tproj = self.project_video(pooled), self.project_text(ttok)
         zero = vproj.sum() * 0.0
         losses = {"loss_vtc": zero, "loss_vtm": zero, "loss_mlm": zero, "loss_uta": zero}
