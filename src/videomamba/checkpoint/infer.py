@@ -54,6 +54,9 @@ def backbone_kwargs(sd: dict, args: dict | None = None) -> dict:
     if need not in sd:
         raise CheckpointError(f"cannot read the architecture: no {need} (keys start with {sorted(sd)[:5]}); "
                               "pass a preset name")
+    if any(k.startswith("patch_embed.stem.") for k in sd):
+        raise CheckpointError("a conv-stem backbone: its patch size is not in the weights; load it from a file that "
+                              "carries its config (as this package saves it) or pass the config")
     w = sd[need]
     D, p = int(w.shape[0]), int(w.shape[-1])
     image = w.dim() == 4

@@ -14,18 +14,61 @@ import torch.nn.functional as F
 
 class PatchEmbed(nn.Module):
     """Conv3d with kernel (k, p, p) and stride (k, s, s), s = p unless overlapping patches are asked
-    for (Vim's stride-8 models): (B, C, T, H, W) -> (B, D, t, h, w), h = (H - p) // s + 1."""
+    for (Vim's stride-8 models): (B, C, T, H, W) -> (B, D, t, h, w), h = (H - p) // s + 1.
+
+    ``stem`` (channels, not in the release): a convolutional stem first (:class:`ConvStem`). Each frame
+    goes through 3x3 convolutions of stride 2 (GroupNorm, ReLU) with these widths; every patch gets the
+    maximum of the last map over its own cell and over the whole frame, and a (k, 1, 1) convolution over
+    the tubelet's frames projects the two to D. The grid is the plain patch embedding's. Filters shared
+    across positions see an object the same wherever it falls, and the frame-wide maximum gives every
+    patch the whole object when it straddles patches; small models trained from scratch then learn
+    shapes in hundreds of steps instead of thousands (see ``configs/demo_retrieval.yaml``)."""
 
     def __init__(self, patch_size: int = 16, tubelet_size: int = 1, in_chans: int = 3, embed_dim: int = 192,
-                 stride: int | None = None):
+                 stride: int | None = None, stem: tuple[int, ...] = ()):
         super().__init__()
         self.patch_size, self.tubelet_size = patch_size, tubelet_size
         self.stride = stride or patch_size
-        k = (tubelet_size, patch_size, patch_size)
-        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=k, stride=(tubelet_size, self.stride, self.stride))
+        if stem:
+            if self.stride != patch_size or patch_size % 2 ** len(stem):
+                raise ValueError(f"a conv stem of {len(stem)} stride-2 layers needs non-overlapping patches whose "
+                                 f"size is a multiple of {2 ** len(stem)}; got patch {patch_size}, stride {self.stride}")
+            self.stem = ConvStem(in_chans, stem, pool=patch_size // 2 ** len(stem))
+            self.proj = nn.Conv3d(2 * stem[-1], embed_dim, kernel_size=(tubelet_size, 1, 1),
+                                  stride=(tubelet_size, 1, 1))
+        else:
+            self.stem = None
+            k = (tubelet_size, patch_size, patch_size)
+            self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=k, stride=(tubelet_size, self.stride, self.stride))
 
     def forward(self, x):
+        if self.stem is not None:
+            x = self.stem(x)
         return self.proj(x)
+
+
+class ConvStem(nn.Module):
+    """(B, C, T, H, W) -> (B, 2c, T, h, w): per frame, a stride-2 3x3 conv + GroupNorm + ReLU for each
+    width in ``channels`` (c the last), then for each ``pool`` x ``pool`` cell of the last map its
+    maximum (channels :c) and the maximum over the whole frame (channels c:, the same for every cell).
+    h = H // (2^n pool) for H a multiple of the patch."""
+
+    def __init__(self, in_chans: int, channels: tuple[int, ...], pool: int):
+        super().__init__()
+        layers, c_in = [], in_chans
+        for c in channels:
+            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GroupNorm(math.gcd(8, c), c), nn.ReLU()]
+            c_in = c
+        self.body = nn.Sequential(*layers)
+        self.pool = pool
+
+    def forward(self, x):
+        B, C, T, H, W = x.shape
+        f = self.body(x.transpose(1, 2).reshape(B * T, C, H, W))                 # (B*T, c, H', W')
+        cell = F.max_pool2d(f, self.pool) if self.pool > 1 else f                 # (B*T, c, h, w)
+        frame = f.amax((2, 3), keepdim=True).expand_as(cell)
+        y = torch.cat([cell, frame], 1)
+        return y.reshape(B, T, *y.shape[1:]).transpose(1, 2)
 
 
 def resample_spatial_pos(pos: torch.Tensor, old_hw: tuple[int, int], new_hw: tuple[int, int]) -> torch.Tensor:

@@ -51,6 +51,9 @@ class VideoMambaConfig:
     patch_size: int = 16
     patch_stride: int | None = None       # None: non-overlapping patches (stride = patch_size); Vim's stride8 files: 8
     tubelet_size: int = 1
+    # Widths of a convolutional stem before the patch projection (layers.PatchEmbed); () = the release's
+    # linear patch embedding. Small models from scratch on small objects learn shapes far sooner with it.
+    conv_stem: tuple[int, ...] = ()
     in_chans: int = 3
     image: bool = False                   # True: (B, 3, H, W) input, no temporal table
     d_state: int = 16
@@ -96,6 +99,15 @@ class VideoMambaConfig:
             v = getattr(self, k)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{k} must be a positive integer, got {v!r}")
+        if isinstance(self.conv_stem, (str, int)) or not all(
+                isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in self.conv_stem):
+            raise ValueError(f"conv_stem must be a list of positive channel counts, got {self.conv_stem!r}")
+        self.conv_stem = tuple(self.conv_stem)
+        if self.conv_stem and (self.patch_stride not in (None, self.patch_size)
+                               or self.patch_size % 2 ** len(self.conv_stem)):
+            raise ValueError(f"conv_stem of {len(self.conv_stem)} stride-2 layers needs patch_size a multiple of "
+                             f"{2 ** len(self.conv_stem)} and no patch_stride; got patch_size={self.patch_size}, "
+                             f"patch_stride={self.patch_stride}")
         if self.num_classes < 0:
             raise ValueError(f"num_classes must be >= 0 (0: no head), got {self.num_classes}")
         if self.patch_stride is not None and (not isinstance(self.patch_stride, int) or isinstance(self.patch_stride, bool)

@@ -37,7 +37,12 @@ def count_params(cfg: VideoMambaConfig) -> int:
     D, E, N, R, K = cfg.embed_dim, cfg.d_inner, cfg.d_state, cfg.rank, cfg.d_conv
     t, h, w = cfg.grid
     S = h * w
-    n = cfg.in_chans * cfg.tubelet_size * cfg.patch_size ** 2 * D + D         # patch embed
+    if cfg.conv_stem:                                                          # stem convs + GroupNorm
+        widths = (cfg.in_chans, *cfg.conv_stem)
+        n = sum(a * b * 9 + 3 * b for a, b in zip(widths, widths[1:]))
+        n += 2 * cfg.conv_stem[-1] * cfg.tubelet_size * D + D                 # tubelet projection
+    else:
+        n = cfg.in_chans * cfg.tubelet_size * cfg.patch_size ** 2 * D + D     # patch embed
     n += cfg.num_cls * D                                                       # cls token
     if cfg.pos_embed == "factorised":
         n += (cfg.num_cls + S) * D + (0 if cfg.image else t * D)
@@ -51,6 +56,18 @@ def count_params(cfg: VideoMambaConfig) -> int:
     return n
 
 
+def _patch_embed_flops(cfg: VideoMambaConfig, T: int, H: int, P: int) -> int:
+    """Multiply-adds of the patch embedding: the linear patch kernel, or the stem's 3x3 convs (per frame,
+    square frames) and its tubelet projection of the cell and frame maxima."""
+    if not cfg.conv_stem:
+        return P * cfg.in_chans * cfg.tubelet_size * cfg.patch_size ** 2 * cfg.embed_dim
+    widths, n, side = (cfg.in_chans, *cfg.conv_stem), 0, H
+    for a, b in zip(widths, widths[1:]):
+        side = (side + 1) // 2
+        n += T * side * side * a * b * 9
+    return n + P * 2 * cfg.conv_stem[-1] * cfg.tubelet_size * cfg.embed_dim
+
+
 def count_flops(cfg: VideoMambaConfig, num_frames: int | None = None, img_size: int | None = None) -> Counts:
     T = 1 if cfg.image else (num_frames or cfg.num_frames)
     H = img_size or cfg.img_size
@@ -59,7 +76,7 @@ def count_flops(cfg: VideoMambaConfig, num_frames: int | None = None, img_size: 
     L = P + cfg.num_cls
     orders = 2 if cfg.scan_order == "spatiotemporal_v2" else 1                 # v2 runs the mixer twice
     bd = {
-        "patch_embed": P * cfg.in_chans * cfg.tubelet_size * cfg.patch_size ** 2 * D,
+        "patch_embed": _patch_embed_flops(cfg, T, H, P),
         "in_proj": cfg.depth * orders * L * D * 2 * E,
         "out_proj": cfg.depth * orders * L * E * D,
         "conv1d": cfg.depth * orders * 2 * L * E * K,

@@ -77,7 +77,8 @@ class VideoMamba(nn.Module):
         self.num_classes = cfg.num_classes
         t0, h0, w0 = cfg.grid
         S0 = h0 * w0
-        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.tubelet_size, cfg.in_chans, D, stride=cfg.patch_stride)
+        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.tubelet_size, cfg.in_chans, D, stride=cfg.patch_stride,
+                                      stem=cfg.conv_stem)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.num_cls else None
         self.pos_embed = self.temporal_pos_embedding = None
         if cfg.pos_embed == "factorised":
