@@ -3,7 +3,7 @@
 held in memory, with a plain loop (independent of the engine), to compare recipes quickly.
 
     python benchmarks/retrieval_probe.py root=DATA_DIR [secs=180 steps=0 ev=0 lr=2e-3 warm=100 bs=16
-        D=64 depth=4 ps=16 pstride=PS tub=1 size=64 pool=cls+avg kt=1 emb=64 tD=64 tl=3 fusion=2 heads=4 temp=0.07 vtc=1 vtm=0
+        D=64 depth=4 ps=16 pstride=PS tub=1 stem=C1,C2,... size=64 pool=cls+avg kt=1 emb=64 tD=64 tl=3 fusion=2 heads=4 temp=0.07 vtc=1 vtm=0 mlm=0
         rev=1 wd=0.05 cappos=0 seed=0 tag=NAME]
 
 DATA_DIR is a ``make_synthetic(captions=True)`` output (``captions_train.json`` / ``captions_val.json``,
@@ -14,6 +14,7 @@ caption mapped (meta.json caption_maps), as ``video_text.reverse_pairs`` does; `
 with equal captions positives (``video_text.positives: caption``). Prints text->video and
 video->text R@1/5 (contrastive similarities) on the held-out clips with distinct captions, which
 attribute (colour, shape, motion) the wrong top-1 hits get wrong, and R@1 with frames shuffled.
+``stem=16,32,64`` gives the vision tower a convolutional stem of those widths (``model.conv_stem``).
 NT=threads (default: torch's). The first run caches the decoded clips in DATA_DIR/retrieval_probe_cache.pt.
 """
 import json
@@ -45,7 +46,7 @@ get = lambda k, d, f=float: f(args.get(k, d))  # noqa: E731
 secs, steps, ev = get("secs", 180), get("steps", 0, int), get("ev", 0, int)
 lr, warm, bs, wd, seed = get("lr", 2e-3), get("warm", 100, int), get("bs", 16, int), get("wd", 0.05), get("seed", 0, int)
 D, depth, ps = get("D", 64, int), get("depth", 4, int), get("ps", 16, int)
-weights = {"vtc": get("vtc", 1.0), "vtm": get("vtm", 0.0), "mlm": 0.0, "uta": 0.0}
+weights = {"vtc": get("vtc", 1.0), "vtm": get("vtm", 0.0), "mlm": get("mlm", 0.0), "uta": 0.0}
 rev, cappos = bool(get("rev", 1, int)), bool(get("cappos", 0, int))
 negcap, neggroups = get("negcap", 0, int), args.get("neggroups", "shape")
 
@@ -91,7 +92,8 @@ vocab = train_wordpiece(Ctr, root / "retrieval_probe_vocab.txt", vocab_size=200)
 tok = TextTokenizer(vocab, 12)
 vision = get_config("videomamba_tiny", embed_dim=D, depth=depth, patch_size=ps, num_frames=T, img_size=size,
                     tubelet_size=get("tub", 1, int), patch_stride=int(args["pstride"]) if "pstride" in args else None,
-                    num_classes=0, init=args.get("init", "fan_in"), pos_init_std=get("pos", 0.3), drop_path_rate=0.0)
+                    num_classes=0, init=args.get("init", "fan_in"), pos_init_std=get("pos", 0.3), drop_path_rate=0.0,
+                    conv_stem=tuple(int(c) for c in args["stem"].split(",")) if args.get("stem") else ())
 text = TextConfig(vocab_size=tok.vocab_size, hidden_size=get("tD", 64, int), num_hidden_layers=get("tl", 3, int),
                   fusion_layer=get("fusion", 2, int), num_attention_heads=get("heads", 4, int),
                   intermediate_size=2 * get("tD", 64, int), initializer_range=get("tinit", 0.125),
@@ -101,7 +103,7 @@ cfg = VideoTextConfig(vision=vision, text=text, embed_dim=get("emb", 64, int), t
 model = VideoTextModel(cfg, tok)
 if not get("learn_temp", 0, int):
     model.temp.requires_grad_(False)
-for name, loss_on in (("itm_head", weights["vtm"]), ("mlm_head", 0)):
+for name, loss_on in (("itm_head", weights["vtm"]), ("mlm_head", weights["mlm"])):
     if not loss_on:
         for p in getattr(model, name).parameters():
             p.requires_grad_(False)
