@@ -13,7 +13,8 @@ captions are all distinct (the demo's test set):
    (before the projection; frames averaged) fitted on training clips, scored on the held-out clips.
 4. ``--supervised-secs N`` (optional): the demo's vision tower trained from scratch for N seconds on
    the attribute labels directly (cross-entropy, same optimiser settings and batch as the demo),
-   scored on the held-out clips: how fast the architecture learns the attribute at all.
+   scored on the held-out clips: how fast the architecture learns the attribute at all. A tower with a
+   convolutional stem is trained again without it (the release's linear patch embedding), for as long.
 
 Writes ``benchmarks/results/retrieval_diagnose.json`` (repo-relative paths, the CPU model name).
 
@@ -143,27 +144,32 @@ def main(argv=None) -> int:
         all_train = json.loads((data / "captions_train.json").read_text())
         xs, ys = clips(all_train, torch.float16), labels(all_train, attr, names)     # half: 3 GB, not 6
         y_va = labels(val, attr, names)
-        torch.manual_seed(args.seed)
-        vcfg = model.cfg.vision.replace(num_classes=len(names))
-        net = VideoMamba(vcfg)
-        opt = torch.optim.AdamW(net.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-        g = torch.Generator().manual_seed(args.seed)
         bs = 2 * cfg.data.batch_size              # the demo's clips per step (with the reversed ones)
-        start, steps = time.time(), 0
-        while time.time() - start < args.supervised_secs:
-            idx = torch.randint(len(xs), (bs,), generator=g)
-            loss = F.cross_entropy(net(xs[idx].float()), ys[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.clip_grad)
-            opt.step()
-            steps += 1
-        net.eval()
-        with torch.no_grad():
-            pred = torch.cat([net(x_val[i:i + 64]).argmax(1) for i in range(0, len(x_val), 64)])
-        supervised = {"attribute": attr, "seconds": args.supervised_secs, "steps": steps, "batch": bs,
-                      "val_acc": round(100 * float((pred == y_va).float().mean()), 1),
+        vcfg = model.cfg.vision.replace(num_classes=len(names))
+        towers = {"demo": vcfg}
+        if vcfg.conv_stem:                        # and the same tower with the release's linear patches
+            towers["linear_patch_embedding"] = vcfg.replace(conv_stem=())
+        supervised = {"attribute": attr, "seconds": args.supervised_secs, "batch": bs,
                       "chance": round(100 / len(names), 1), "threads": torch.get_num_threads()}
+        for name, tower_cfg in towers.items():
+            torch.manual_seed(args.seed)
+            net = VideoMamba(tower_cfg)
+            opt = torch.optim.AdamW(net.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+            g = torch.Generator().manual_seed(args.seed)
+            start, steps = time.time(), 0
+            while time.time() - start < args.supervised_secs:
+                idx = torch.randint(len(xs), (bs,), generator=g)
+                loss = F.cross_entropy(net(xs[idx].float()), ys[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.clip_grad)
+                opt.step()
+                steps += 1
+            net.eval()
+            with torch.no_grad():
+                pred = torch.cat([net(x_val[i:i + 64]).argmax(1) for i in range(0, len(x_val), 64)])
+            supervised[name] = {"conv_stem": list(tower_cfg.conv_stem), "steps": steps,
+                                "val_acc": round(100 * float((pred == y_va).float().mean()), 1)}
 
     result = {
         "task": "what the retrieval demo's model gets wrong (held-out clips with distinct captions)",
