@@ -30,10 +30,7 @@ class PatchEmbed(nn.Module):
         self.patch_size, self.tubelet_size = patch_size, tubelet_size
         self.stride = stride or patch_size
         if stem:
-            if self.stride != patch_size or patch_size % 2 ** len(stem):
-                raise ValueError(f"a conv stem of {len(stem)} stride-2 layers needs non-overlapping patches whose "
-                                 f"size is a multiple of {2 ** len(stem)}; got patch {patch_size}, stride {self.stride}")
-            self.stem = ConvStem(in_chans, stem, pool=patch_size // 2 ** len(stem))
+            self.stem = ConvStem(in_chans, stem, pool=stem_pool(patch_size, stride, stem))
             self.proj = nn.Conv3d(2 * stem[-1], embed_dim, kernel_size=(tubelet_size, 1, 1),
                                   stride=(tubelet_size, 1, 1))
         else:
@@ -45,6 +42,15 @@ class PatchEmbed(nn.Module):
         if self.stem is not None:
             x = self.stem(x)
         return self.proj(x)
+
+
+def stem_pool(patch_size: int, stride: int | None, stem: tuple[int, ...]) -> int:
+    """Cells of a conv stem's last map per patch side; ValueError for a geometry the stem cannot tile."""
+    n = 2 ** len(stem)
+    if stride not in (None, patch_size) or patch_size % n:
+        raise ValueError(f"conv_stem of {len(stem)} stride-2 layers needs non-overlapping patches (no patch_stride) "
+                         f"whose size is a multiple of {n}; got patch_size={patch_size}, patch_stride={stride}")
+    return patch_size // n
 
 
 class ConvStem(nn.Module):

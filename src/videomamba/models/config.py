@@ -6,6 +6,8 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from ..layers.embed import stem_pool
+
 SCAN_ORDERS = ("spatial_first", "temporal_first", "spatiotemporal_v1", "spatiotemporal_v2")
 BACKWARD_ORDERS = ("full_flip", "spatial_reversal", "temporal_reversal")
 POS_EMBEDS = ("factorised", "joint", "sinusoidal", "none")
@@ -103,11 +105,8 @@ class VideoMambaConfig:
                 isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in self.conv_stem):
             raise ValueError(f"conv_stem must be a list of positive channel counts, got {self.conv_stem!r}")
         self.conv_stem = tuple(self.conv_stem)
-        if self.conv_stem and (self.patch_stride not in (None, self.patch_size)
-                               or self.patch_size % 2 ** len(self.conv_stem)):
-            raise ValueError(f"conv_stem of {len(self.conv_stem)} stride-2 layers needs patch_size a multiple of "
-                             f"{2 ** len(self.conv_stem)} and no patch_stride; got patch_size={self.patch_size}, "
-                             f"patch_stride={self.patch_stride}")
+        if self.conv_stem:
+            stem_pool(self.patch_size, self.patch_stride, self.conv_stem)
         if self.num_classes < 0:
             raise ValueError(f"num_classes must be >= 0 (0: no head), got {self.num_classes}")
         if self.patch_stride is not None and (not isinstance(self.patch_stride, int) or isinstance(self.patch_stride, bool)
