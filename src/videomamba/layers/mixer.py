@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops import causal_conv1d, selective_scan
+from .workspace import current as current_workspace
 
 
 @torch.no_grad()
@@ -29,17 +30,50 @@ def init_linear(weight: torch.Tensor, init: str = "release") -> None:
         raise ValueError(f"init must be 'release' or 'fan_in', got {init!r}")
 
 
-def _wmm(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def _wmm(weight: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """weight (M, K) @ x (B, K, L) -> (B, M, L), written straight into channels-first memory.
 
     ``torch.matmul`` computes x^T W^T and then copies the transpose; mm / bmm with the weight on
     the left produce the layout directly (x may be a transposed view: BLAS reads it as is).
+    ``out`` (no autograd): a contiguous (B, M, L) tensor of :func:`_mm_dtype` that receives the
+    product (autocast does not apply to ``out=`` calls, so the operands are cast to its dtype).
     """
+    if out is not None:
+        weight, x = weight.to(out.dtype), x.to(out.dtype)
+        if x.shape[0] == 1:
+            torch.mm(weight, x.squeeze(0), out=out.squeeze(0))
+        else:
+            torch.bmm(weight.expand(x.shape[0], -1, -1), x, out=out)
+        return out
     # (an exported graph takes the bmm for every batch: its batch size may be symbolic)
     # (squeeze, not x[0]: the gradient of an index is a zero-filled copy of the whole input)
     if not torch.compiler.is_exporting() and x.shape[0] == 1:
         return torch.mm(weight, x.squeeze(0)).unsqueeze(0)
     return torch.bmm(weight.expand(x.shape[0], -1, -1), x)
+
+
+def _mm_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype of a projection of ``x`` by a weight: autocast's where it is on, else x's."""
+    dev = x.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+
+
+class _Scratch:
+    """The mixer's temporaries in an inference pass: views of the open workspace's buffers
+    (:mod:`.workspace`) when there is one, else None (the op then allocates its result)."""
+
+    def __init__(self, lean: bool):
+        tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting()
+        self.ws = current_workspace() if lean and not tracing else None
+
+    def __call__(self, name: str, like: torch.Tensor, rows: int, dtype: torch.dtype | None = None):
+        """A (B, rows, L) buffer shaped after ``like`` (B, *, L), or None without a workspace."""
+        if self.ws is None:
+            return None
+        return self.ws.get(name, (like.shape[0], rows, like.shape[-1]), dtype or like.dtype, like.device)
+
+
+NO_SCRATCH = _Scratch(False)
 
 
 class ScanOrder:
@@ -126,21 +160,26 @@ class BiMambaMixer(nn.Module):
         return causal_conv1d(x, conv.weight.squeeze(1), conv.bias, activation="silu",
                              reverse=reverse, out=out)
 
-    def _scan_inputs(self, u, x_proj, dt_proj, A_log, D) -> list[torch.Tensor]:
+    def _scan_inputs(self, u, x_proj, dt_proj, A_log, D, scratch: _Scratch = NO_SCRATCH
+                     ) -> list[torch.Tensor]:
         """One direction's scan inputs from its conv output u: [u, delta, A, B, C, D, delta_bias].
 
         Projections multiply with the weight on the left so that every activation comes out
-        channels-first and contiguous: no transposes or copies between the ops.
+        channels-first and contiguous: no transposes or copies between the ops. ``scratch``:
+        where the projections go in an inference pass (the two directions share the buffers).
         """
-        x_dbl = _wmm(x_proj.weight, u)                                              # (B, R+2N, L)
-        dr, Bm, Cm = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
-        delta = _wmm(dt_proj.weight, dr)                                            # (B, E, L)
+        R, N = self.dt_rank, self.d_state
+        dt = _mm_dtype(u)
+        x_dbl = _wmm(x_proj.weight, u, out=scratch("x_dbl", u, R + 2 * N, dt))    # (B, R+2N, L)
+        dr, Bm, Cm = torch.split(x_dbl, [R, N, N], dim=1)
+        delta = _wmm(dt_proj.weight, dr, out=scratch("delta", u, self.d_inner, dt))  # (B, E, L)
         A = -torch.exp(A_log.float())                                                # (E, N)
         return [u, delta, A, Bm.contiguous(), Cm.contiguous(), D.float(), dt_proj.bias.float()]
 
-    def _scan(self, u, z, x_proj, dt_proj, A_log, D, reverse: bool, out=None):
+    def _scan(self, u, z, x_proj, dt_proj, A_log, D, reverse: bool, out=None,
+              scratch: _Scratch = NO_SCRATCH):
         """Projections and selective scan of one direction on its conv output u -> (B, E, L)."""
-        u, delta, A, Bm, Cm, Dv, bias = self._scan_inputs(u, x_proj, dt_proj, A_log, D)
+        u, delta, A, Bm, Cm, Dv, bias = self._scan_inputs(u, x_proj, dt_proj, A_log, D, scratch)
         if self.record_delta:
             self._deltas.append(F.softplus(delta.float() + bias[None, :, None]).detach())
         return selective_scan(u, delta, A, Bm, Cm, Dv, z=z, delta_bias=bias, delta_softplus=True,
@@ -191,8 +230,12 @@ class BiMambaMixer(nn.Module):
         # output, the two directions are summed in place. At most four E x L buffers are alive
         # (x|z, one conv output, the other conv output and its delta) instead of nine.
         lean = not torch.is_grad_enabled()
+        # In an inference pass with a workspace open (the model opens one), xz, the backward
+        # branch's conv output, x_proj's and dt_proj's outputs reuse the previous block's memory.
+        scratch = _Scratch(lean)
         # (B, L, D) -> (B, 2E, L) contiguous, as the release computes it (weight @ hidden^T)
-        xz = _wmm(self.in_proj.weight, hidden.transpose(1, 2))
+        hT = hidden.transpose(1, 2)
+        xz = _wmm(self.in_proj.weight, hT, out=scratch("xz", hT, 2 * self.d_inner, _mm_dtype(hT)))
         if self.record_delta:
             self._deltas = []
         # Each branch works in its visiting order. The release's backward order, the forward
@@ -204,13 +247,14 @@ class BiMambaMixer(nn.Module):
         x_f, z_f = xz_f.chunk(2, dim=1)
         x_b, z_b = xz_b.chunk(2, dim=1)
         # The backward conv first: the forward one may overwrite x, which both read when rev.
-        u_b = self._conv(x_b, self.conv1d_b, rev, out=x_b if lean and not rev else None)
+        u_b = self._conv(x_b, self.conv1d_b, rev,
+                         out=(x_b if not rev else scratch("u_b", x_b, x_b.shape[1])) if lean else None)
         u_f = self._conv(x_f, self.conv1d, False, out=x_f if lean else None)
         y = self._scan(u_f, z_f, self.x_proj, self.dt_proj, self.A_log, self.D, False,
-                       out=u_f if lean else None)
+                       out=u_f if lean else None, scratch=scratch)
         del u_f
         y_b = self._scan(u_b, z_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b, rev,
-                         out=u_b if lean else None)
+                         out=u_b if lean else None, scratch=scratch)
         del u_b
 
         def canonical(t, backward_branch: bool):

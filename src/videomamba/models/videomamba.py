@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..layers import (FULL_FLIP, BiMambaMixer, Block, PatchEmbed, RMSNorm, ScanOrder, drop_path,
-                      init_linear,
+                      inference_workspace, init_linear,
                       resample_joint_pos, resample_spatial_pos, resample_temporal_pos, sincos_table)
 from .config import VideoMambaConfig
 
@@ -233,14 +233,18 @@ class VideoMamba(nn.Module):
         # would keep two (its hidden and residual inputs).
         ckpt = True if self.grad_checkpointing and self.training and torch.is_grad_enabled() else None
         hidden, residual = x, None
-        for layer, o in zip(self.layers, orders):
-            residual = layer.add(hidden, residual)
-            # The previous block's output is dead once added: drop it before this block's
-            # temporaries exist (one (B, L, D) tensor less at the inference peak; in training,
-            # left alive between them it split glibc's free heap space, which then grew twice
-            # as fast).
-            hidden = None
-            hidden = layer.mix(residual, o, recompute=ckpt)
+        # Without autograd the blocks share their mixers' temporaries (layers/workspace.py).
+        tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting()
+        shared = not torch.is_grad_enabled() and not tracing
+        with inference_workspace() if shared else contextlib.nullcontext():
+            for layer, o in zip(self.layers, orders):
+                residual = layer.add(hidden, residual)
+                # The previous block's output is dead once added: drop it before this block's
+                # temporaries exist (one (B, L, D) tensor less at the inference peak; in training,
+                # left alive between them it split glibc's free heap space, which then grew twice
+                # as fast).
+                hidden = None
+                hidden = layer.mix(residual, o, recompute=ckpt)
         before_last = residual  # the stream entering the last block
         residual = residual + drop_path(hidden, self.drop_path_rate, self.training)
         out = self.norm_f(residual)
