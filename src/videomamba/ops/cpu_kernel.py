@@ -174,9 +174,9 @@ def build_seconds() -> float | None:
 
 
 def _kernel_out(out: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
-    """``out`` when the kernel can write into it directly (fp32, contiguous, for an fp32 ``like``),
-    else None: the result is then computed apart and copied into ``out``."""
-    if out is None or out.dtype != torch.float32 or like.dtype != torch.float32:
+    """``out`` when the kernel can write into it directly (contiguous, of ``like``'s dtype, fp32 or
+    bf16), else None: the result is then computed apart and copied into ``out``."""
+    if out is None or out.dtype != like.dtype or like.dtype not in (torch.float32, torch.bfloat16):
         return None
     return out if out.is_contiguous() else None
 

@@ -58,6 +58,7 @@ constexpr float LOG2E = 1.4426950408889634f;
 
 typedef float vf __attribute__((vector_size(W * sizeof(float))));
 typedef uint32_t vu __attribute__((vector_size(W * sizeof(uint32_t))));
+typedef uint16_t vh __attribute__((vector_size(W * sizeof(uint16_t))));
 
 inline vf splat(float s) { return vf{} + s; }
 
@@ -231,9 +232,95 @@ inline void store_tile(float* dst, const vf* src, int64_t L, int nl, int tc) {
   }
 }
 
+// bf16 is the top half of an fp32: widening is a shift. Narrowing rounds to nearest even and
+// turns NaN into 0x7FC0, exactly as c10::BFloat16 does, so that a bf16 result written here
+// equals the fp32 result converted by torch, bit for bit.
+inline float bf16_to_float(uint16_t h) {
+  const uint32_t b = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &b, sizeof f);
+  return f;
+}
+inline uint16_t float_to_bf16(float f) {
+  if (f != f) return 0x7FC0;
+  uint32_t b;
+  std::memcpy(&b, &f, sizeof b);
+  return static_cast<uint16_t>((b + (((b >> 16) & 1u) + 0x7FFFu)) >> 16);
+}
+inline vf widen(vh h) {
+  const vu b = __builtin_convertvector(h, vu) << 16;
+  vf f;
+  std::memcpy(&f, &b, sizeof f);
+  return f;
+}
+inline vh narrow(vf f) {
+  vu b;
+  std::memcpy(&b, &f, sizeof b);
+  const vu nan = (vu)(f != f);
+  const vu r = (b + (((b >> 16) & 1u) + 0x7FFFu)) >> 16;
+  return __builtin_convertvector((r & ~nan) | (0x7FC0u & nan), vh);
+}
+
+// A (Bsz, E, L) activation the kernels read or write in its own dtype, fp32 or bf16 (contiguous):
+// under bf16 autocast the mixer's u, delta, z and output are bf16, and converting each to fp32
+// and back outside the kernel cost more than the scan itself at 64 frames.
+struct Act {
+  void* p = nullptr;
+  bool bf16 = false;
+  explicit operator bool() const { return p != nullptr; }
+};
+
+// The same tile moves as load_tile / store_tile, for an Act at element offset `off`.
+inline void load_tile(vf* dst, const Act& a, int64_t off, int64_t L, int nl, int tc) {
+  if (!a.bf16) return load_tile(dst, static_cast<const float*>(a.p) + off, L, nl, tc);
+  const uint16_t* src = static_cast<const uint16_t*>(a.p) + off;
+  int t = 0;
+#ifdef VM_HAS_SHUFFLEVECTOR
+  for (; t + 16 <= tc; t += 16) {
+    vf r[16];
+    for (int w = 0; w < 16; ++w) {
+      r[w] = vf{};
+      if (w < nl) {
+        vh h;
+        std::memcpy(&h, src + w * L + t, sizeof h);
+        r[w] = widen(h);
+      }
+    }
+    transpose16(r);
+    for (int i = 0; i < 16; ++i) dst[t + i] = r[i];
+  }
+#endif
+  for (int w = 0; w < nl; ++w) {
+    const uint16_t* s = src + w * L;
+    for (int i = t; i < tc; ++i) dst[i][w] = bf16_to_float(s[i]);
+  }
+}
+
+inline void store_tile(const Act& a, int64_t off, const vf* src, int64_t L, int nl, int tc) {
+  if (!a.bf16) return store_tile(static_cast<float*>(a.p) + off, src, L, nl, tc);
+  uint16_t* dst = static_cast<uint16_t*>(a.p) + off;
+  int t = 0;
+#ifdef VM_HAS_SHUFFLEVECTOR
+  for (; t + 16 <= tc; t += 16) {
+    vf r[16];
+    for (int i = 0; i < 16; ++i) r[i] = src[t + i];
+    transpose16(r);
+    for (int w = 0; w < nl; ++w) {
+      const vh h = narrow(r[w]);
+      std::memcpy(dst + w * L + t, &h, sizeof h);
+    }
+  }
+#endif
+  for (int w = 0; w < nl; ++w) {
+    uint16_t* d = dst + w * L;
+    for (int i = t; i < tc; ++i) d[i] = float_to_bf16(src[i][w]);
+  }
+}
+
 struct Problem {
   int64_t Bsz, E, L, N, G, Eg, nblk;  // nblk: W-channel blocks per group
-  const float *u, *delta, *A, *Bt, *Ct, *D, *z, *bias;  // Bt, Ct: (Bsz, G, L, N)
+  Act u, delta, z;                    // (Bsz, E, L); z may be absent
+  const float *A, *Bt, *Ct, *D, *bias;  // Bt, Ct: (Bsz, G, L, N)
   bool softplus, reverse;
   // Visiting order: the i-th tile visited and the i-th step within a tile of tc steps.
   int64_t tile(int64_t i, int64_t ntiles) const { return reverse ? ntiles - 1 - i : i; }
@@ -283,8 +370,8 @@ Lanes setup_block(const Problem& P, int64_t e0, int nl, Scratch& S) {
 // Loads one tile of delta and u and forms d and d * u (and softplus'(delta + bias) if asked).
 inline void prepare_tile(const Problem& P, int64_t row0, int64_t t0, int nl, int tc,
                          const Lanes& c, Scratch& S, bool want_sg) {
-  load_tile(S.raw.data(), P.delta + row0 + t0, P.L, nl, tc);
-  load_tile(S.u.data(), P.u + row0 + t0, P.L, nl, tc);
+  load_tile(S.raw.data(), P.delta, row0 + t0, P.L, nl, tc);
+  load_tile(S.u.data(), P.u, row0 + t0, P.L, nl, tc);
   for (int t = 0; t < tc; ++t) {
     const vf x = S.raw[t] + c.bias;
     const vf d = P.softplus ? vsoftplus(x) : x;
@@ -332,7 +419,7 @@ inline void step_state(vf* h, const vf* al2, vf d, vf du, const float* bt, int64
   for (int64_t n = 0; n < N; ++n) h[n] = vexp2(d * al2[n]) * h[n] + du * bt[n];
 }
 
-void forward_item(const Problem& P, int64_t b, int64_t g, int64_t e0, int nl, float* out,
+void forward_item(const Problem& P, int64_t b, int64_t g, int64_t e0, int nl, const Act& out,
                   float* last, Scratch& S) {
   const int64_t L = P.L, N = P.N;
   const int64_t row0 = (b * P.E + e0) * L;
@@ -347,7 +434,7 @@ void forward_item(const Problem& P, int64_t b, int64_t g, int64_t e0, int nl, fl
     const int64_t t0 = P.tile(i, nck) * T;
     const int tc = static_cast<int>(std::min<int64_t>(T, L - t0));
     prepare_tile(P, row0, t0, nl, tc, c, S, false);
-    if (P.z) load_tile(S.z.data(), P.z + row0 + t0, L, nl, tc);
+    if (P.z) load_tile(S.z.data(), P.z, row0 + t0, L, nl, tc);
     for (int j = 0; j < tc; ++j) {
       const int t = P.pos(j, tc);
       vf y = step<false>(h, S.al2.data(), S.d[t], S.du[t], Bt + (t0 + t) * N, Ct + (t0 + t) * N, N,
@@ -356,7 +443,7 @@ void forward_item(const Problem& P, int64_t b, int64_t g, int64_t e0, int nl, fl
       if (P.z) y *= S.z[t] * vsigmoid(S.z[t]);
       S.y[t] = y;
     }
-    store_tile(out + row0 + t0, S.y.data(), L, nl, tc);
+    store_tile(out, row0 + t0, S.y.data(), L, nl, tc);
   }
   if (last)
     for (int w = 0; w < nl; ++w)
@@ -413,7 +500,7 @@ void backward_item(const Problem& P, const Grads& Gr, int64_t b, int64_t g, int6
     const int64_t k = P.tile(i, nck), t0 = k * T;
     const int tc = static_cast<int>(std::min<int64_t>(T, L - t0));
     prepare_tile(P, row0, t0, nl, tc, c, S, true);
-    if (P.z) load_tile(S.z.data(), P.z + row0 + t0, L, nl, tc);
+    if (P.z) load_tile(S.z.data(), P.z, row0 + t0, L, nl, tc);
     load_tile(S.dout.data(), Gr.dout + row0 + t0, L, nl, tc);
     // Recompute states h_t and decays a_t of this tile; y (before the gate) is needed for dz.
     std::copy(S.ck.begin() + k * N, S.ck.begin() + (k + 1) * N, h);
@@ -499,6 +586,25 @@ struct FlushDenormals {
 
 at::Tensor f32(const at::Tensor& x) { return x.to(at::kFloat).contiguous(); }
 
+// x as an Act: bf16 and contiguous as it is, anything else as contiguous fp32 (kept in `keep`).
+Act act_in(const at::Tensor& x, at::Tensor& keep) {
+  keep = x.scalar_type() == at::kBFloat16 && x.is_contiguous() ? x : f32(x);
+  return Act{keep.data_ptr(), keep.scalar_type() == at::kBFloat16};
+}
+
+// The result of a kernel whose activations come in x's dtype: bf16 for bf16 (written directly),
+// else fp32 (converted afterwards by the caller). `given`: the caller's memory for it, which must
+// have that dtype, be contiguous and have x's shape.
+at::Tensor act_out(const at::Tensor& x, const std::optional<at::Tensor>& given, const char* what) {
+  const auto dt = x.scalar_type() == at::kBFloat16 ? at::kBFloat16 : at::kFloat;
+  if (!given.has_value() || !given->defined()) return at::empty(x.sizes(), x.options().dtype(dt));
+  TORCH_CHECK(given->scalar_type() == dt && given->is_contiguous() && given->sizes() == x.sizes(),
+              what, ": out must be contiguous, of the input's shape, and bf16 for a bf16 input, else fp32");
+  return *given;
+}
+
+Act act_of(const at::Tensor& t) { return Act{t.data_ptr(), t.scalar_type() == at::kBFloat16}; }
+
 const float* opt_ptr(const std::optional<at::Tensor>& x, at::Tensor& keep) {
   if (!x.has_value() || !x->defined()) return nullptr;
   keep = f32(*x);
@@ -529,7 +635,7 @@ at::Tensor to_time_major(const at::Tensor& X) {
 
 struct Prepared {
   Problem P;
-  at::Tensor u, delta, A, Bt, Ct, D, z, bias;  // fp32, contiguous; keep the pointers alive
+  at::Tensor u, delta, A, Bt, Ct, D, z, bias;  // contiguous (fp32, or bf16 for u, delta, z); keep the pointers alive
 };
 
 Prepared prepare(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
@@ -545,12 +651,14 @@ Prepared prepare(const at::Tensor& u, const at::Tensor& delta, const at::Tensor&
   TORCH_CHECK(P.G > 0 && P.E % P.G == 0, "selective_scan_cpu: E must be a multiple of G");
   P.Eg = P.E / P.G;
   P.nblk = (P.Eg + W - 1) / W;
-  r.u = f32(u), r.delta = f32(delta), r.A = f32(A);
+  P.u = act_in(u, r.u), P.delta = act_in(delta, r.delta);
+  if (z.has_value() && z->defined()) P.z = act_in(*z, r.z);
+  r.A = f32(A);
   r.Bt = to_time_major(B);  // (Bsz, G, L, N)
   r.Ct = to_time_major(C);
-  P.u = r.u.data_ptr<float>(), P.delta = r.delta.data_ptr<float>(), P.A = r.A.data_ptr<float>();
+  P.A = r.A.data_ptr<float>();
   P.Bt = r.Bt.data_ptr<float>(), P.Ct = r.Ct.data_ptr<float>();
-  P.D = opt_ptr(D, r.D), P.z = opt_ptr(z, r.z), P.bias = opt_ptr(bias, r.bias);
+  P.D = opt_ptr(D, r.D), P.bias = opt_ptr(bias, r.bias);
   P.softplus = softplus;
   P.reverse = reverse;
   return r;
@@ -598,25 +706,18 @@ std::vector<at::Tensor> scan_fwd(const at::Tensor& u, const at::Tensor& delta,
   Prepared r = prepare(u, delta, A, B, C, D, z, bias, softplus, reverse);
   const Problem& P = r.P;
   auto opts = u.options().dtype(at::kFloat);
-  // out_buffer: fp32 (Bsz, E, L) contiguous memory for the result, which may be u's, delta's or
-  // z's own (inference overwrites an input it no longer needs instead of allocating).
-  at::Tensor out;
-  if (out_buffer.has_value() && out_buffer->defined()) {
-    out = *out_buffer;
-    TORCH_CHECK(out.scalar_type() == at::kFloat && out.is_contiguous() &&
-                    out.sizes() == at::IntArrayRef({P.Bsz, P.E, P.L}),
-                "selective_scan_cpu: out must be fp32, contiguous, of u's shape");
-  } else {
-    out = at::empty({P.Bsz, P.E, P.L}, opts);
-  }
+  // out_buffer: (Bsz, E, L) memory for the result (bf16 for a bf16 u, else fp32), which may be
+  // u's, delta's or z's own (inference overwrites an input it no longer needs instead of
+  // allocating).
+  at::Tensor out = act_out(u, out_buffer, "selective_scan_cpu");
   at::Tensor last = return_last_state ? at::zeros({P.Bsz, P.E, P.N}, opts) : at::Tensor();
-  float* outp = out.data_ptr<float>();
+  const Act outa = act_of(out);
   float* lastp = return_last_state ? last.data_ptr<float>() : nullptr;
   for_each_item(P, false, [](int64_t) {}, [&](int64_t i, int64_t, Scratch& S) {
     int64_t b, g, e0;
     int nl;
     item_coords(P, i, b, g, e0, nl);
-    forward_item(P, b, g, e0, nl, outp, lastp, S);
+    forward_item(P, b, g, e0, nl, outa, lastp, S);
   });
   if (!out_buffer.has_value() || !out_buffer->defined()) out = out.to(u.scalar_type());
   return {out, last};
@@ -792,31 +893,61 @@ inline float dot_rev(const float* a, const float* b, int64_t n) {
   return r;
 }
 
+// One row between bf16 and fp32, W elements at a time.
+inline void widen_row(const uint16_t* src, float* dst, int64_t n) {
+  int64_t t = 0;
+  for (; t + W <= n; t += W) {
+    vh h;
+    std::memcpy(&h, src + t, sizeof h);
+    const vf f = widen(h);
+    std::memcpy(dst + t, &f, sizeof f);
+  }
+  for (; t < n; ++t) dst[t] = bf16_to_float(src[t]);
+}
+inline void narrow_row(const float* src, uint16_t* dst, int64_t n) {
+  int64_t t = 0;
+  for (; t + W <= n; t += W) {
+    vf f;
+    std::memcpy(&f, src + t, sizeof f);
+    const vh h = narrow(f);
+    std::memcpy(dst + t, &h, sizeof h);
+  }
+  for (; t < n; ++t) dst[t] = float_to_bf16(src[t]);
+}
+
+// out_buffer: as the scan's (bf16 for a bf16 x, else fp32, contiguous); it may be x's own memory
+// (each row is read before it is written). bf16 rows are widened into a scratch row and the
+// result narrowed on the way out, so nothing of (Bsz, E, L) size is converted outside.
 at::Tensor conv_fwd(const at::Tensor& x, const at::Tensor& weight,
                     const std::optional<at::Tensor>& bias, bool silu, bool reverse,
                     const std::optional<at::Tensor>& out_buffer) {
   TORCH_CHECK(x.dim() == 3 && weight.dim() == 2 && x.size(1) == weight.size(0),
               "causal_conv1d_cpu: expects x (B,E,L) and weight (E,K)");
-  const at::Tensor xf = f32(x), wf = f32(weight);
-  at::Tensor bkeep;
+  const at::Tensor wf = f32(weight);
+  at::Tensor bkeep, xkeep;
   const float* bp = opt_ptr(bias, bkeep);
+  const Act xa = act_in(x, xkeep);
   const int64_t Bsz = x.size(0), E = x.size(1), L = x.size(2), K = weight.size(1);
   const bool given = out_buffer.has_value() && out_buffer->defined();
-  at::Tensor out = given ? *out_buffer : at::empty({Bsz, E, L}, x.options().dtype(at::kFloat));
-  TORCH_CHECK(out.scalar_type() == at::kFloat && out.is_contiguous() &&
-                  out.sizes() == at::IntArrayRef({Bsz, E, L}),
-              "causal_conv1d_cpu: out must be fp32, contiguous, of x's shape");
-  const float *xp = xf.data_ptr<float>(), *wp = wf.data_ptr<float>();
-  float* op = out.data_ptr<float>();
+  at::Tensor out = act_out(x, out_buffer, "causal_conv1d_cpu");
+  const Act oa = act_of(out);
+  const float* wp = wf.data_ptr<float>();
   at::parallel_for(0, Bsz * E, 16, [&](int64_t begin, int64_t end) {
-    std::vector<float> s(L);
+    std::vector<float> s(L), xrow(xa.bf16 ? L : 0);
     for (int64_t r = begin; r < end; ++r) {
       const int64_t e = r % E;
-      conv_row(xp + r * L, wp + e * K, bp ? bp[e] : 0.f, K, L, reverse, s.data());
+      const float* xr = static_cast<const float*>(xa.p) + r * L;
+      if (xa.bf16) {
+        widen_row(static_cast<const uint16_t*>(xa.p) + r * L, xrow.data(), L);
+        xr = xrow.data();
+      }
+      conv_row(xr, wp + e * K, bp ? bp[e] : 0.f, K, L, reverse, s.data());
+      float* orow = oa.bf16 ? s.data() : static_cast<float*>(oa.p) + r * L;
       if (silu)
-        map_row(op + r * L, s.data(), L, [](vf v, int64_t, int64_t) { return v * vsigmoid(v); });
-      else
-        std::copy(s.begin(), s.end(), op + r * L);
+        map_row(orow, s.data(), L, [](vf v, int64_t, int64_t) { return v * vsigmoid(v); });
+      else if (!oa.bf16)
+        std::copy(s.begin(), s.end(), orow);
+      if (oa.bf16) narrow_row(s.data(), static_cast<uint16_t*>(oa.p) + r * L, L);
     }
   });
   return given ? out : out.to(x.scalar_type());
