@@ -52,6 +52,16 @@ def _wmm(weight: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None = None)
     return torch.bmm(weight.expand(x.shape[0], -1, -1), x)
 
 
+def _mm_tokens(y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """y (B, E, L) channels-first, possibly a view into a larger buffer -> y^T weight^T (B, L, D).
+
+    ``F.linear`` on the transposed view copied it first under bf16 autocast (1.3x the time of
+    the product alone at 12545 tokens); mm / bmm read the transposed operands as they are."""
+    if not torch.compiler.is_exporting() and y.shape[0] == 1:
+        return torch.mm(y.squeeze(0).t(), weight.t()).unsqueeze(0)
+    return torch.bmm(y.transpose(1, 2), weight.t().expand(y.shape[0], -1, -1))
+
+
 def _mm_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype of a projection of ``x`` by a weight: autocast's where it is on, else x's."""
     dev = x.device.type
@@ -275,4 +285,4 @@ class BiMambaMixer(nn.Module):
         del y_b
         if self.merge == "mean":
             y = y.mul_(0.5) if lean else y * 0.5
-        return F.linear(y.transpose(1, 2), self.out_proj.weight)                       # (B, L, D)
+        return _mm_tokens(y, self.out_proj.weight)                                      # (B, L, D)
