@@ -7,6 +7,7 @@ import torch.utils.checkpoint
 
 from ..ops import rms_norm
 from .mixer import FULL_FLIP, BiMambaMixer, ScanOrder
+from .workspace import usable as usable_workspace
 
 
 class _LightMix(torch.autograd.Function):
@@ -50,8 +51,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
-    def forward(self, x):
-        return rms_norm(x, self.weight, self.eps)
+    def forward(self, x, out=None):
+        return rms_norm(x, self.weight, self.eps, out=out)
 
 
 def drop_path(x, p: float, training: bool):
@@ -113,7 +114,9 @@ class Block(nn.Module):
         return residual.float()
 
     def _norm_mix(self, residual, orders):
-        h = self.norm(residual)
+        ws = usable_workspace()  # in an inference pass the norm's output goes in a shared buffer
+        out = None if ws is None else ws.get("norm", residual.shape, self.norm.weight.dtype, residual.device)
+        h = self.norm(residual, out=out)
         out = self.mixer(h, orders[0])
         for o in orders[1:]:
             out = out + self.mixer(h, o)

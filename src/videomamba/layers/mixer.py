@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops import causal_conv1d, selective_scan
-from .workspace import current as current_workspace
+from .workspace import usable as usable_workspace
 
 
 @torch.no_grad()
@@ -73,8 +73,7 @@ class _Scratch:
     (:mod:`.workspace`) when there is one, else None (the op then allocates its result)."""
 
     def __init__(self, lean: bool):
-        tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting()
-        self.ws = current_workspace() if lean and not tracing else None
+        self.ws = usable_workspace() if lean else None
 
     def __call__(self, name: str, like: torch.Tensor, rows: int, dtype: torch.dtype | None = None):
         """A (B, rows, L) buffer shaped after ``like`` (B, *, L), or None without a workspace."""

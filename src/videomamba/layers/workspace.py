@@ -50,6 +50,14 @@ def current() -> Workspace | None:
     return getattr(_local, "ws", None)
 
 
+def usable() -> Workspace | None:
+    """:func:`current` where a caller may use it: without autograd and outside torch.compile /
+    torch.export tracing (a traced graph plans its own memory). Else None."""
+    if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        return None
+    return current()
+
+
 @contextlib.contextmanager
 def inference_workspace():
     """Opens a :class:`Workspace` for this thread unless one is open; yields it."""

@@ -235,8 +235,7 @@ class VideoMamba(nn.Module):
         hidden, residual = x, None
         # Without autograd the blocks share their mixers' temporaries (layers/workspace.py).
         tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting()
-        shared = not torch.is_grad_enabled() and not tracing
-        with inference_workspace() if shared else contextlib.nullcontext():
+        with inference_workspace() if not torch.is_grad_enabled() and not tracing else contextlib.nullcontext():
             for layer, o in zip(self.layers, orders):
                 residual = layer.add(hidden, residual)
                 # The previous block's output is dead once added: drop it before this block's

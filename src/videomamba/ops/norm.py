@@ -29,10 +29,24 @@ def rms_norm_ref(x, weight, eps: float = 1e-5):
     return out.to(_out_dtype(x, weight))
 
 
-def rms_norm(x, weight, eps: float = 1e-5):
-    """(..., D) -> (..., D) in the weight's dtype, computed in fp32."""
+def rms_norm(x, weight, eps: float = 1e-5, out: torch.Tensor | None = None):
+    """(..., D) -> (..., D) in the weight's dtype, computed in fp32.
+
+    ``out`` (no autograd; fp32 x and weight): a contiguous tensor of x's shape that receives the
+    result. The reference's operations then run in it, in the same order (the same numbers, bit
+    for bit), instead of allocating a temporary of x's size for each of them.
+    """
     _check(x, weight)
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        if out is not None:
+            raise ValueError("out= is for inference: it cannot be used while autograd records the op")
         return rms_norm_ref(x, weight, eps)
-    out = F.rms_norm(x.float(), (x.shape[-1],), weight.float(), eps)
-    return out.to(_out_dtype(x, weight))
+    if out is not None and x.dtype == weight.dtype == out.dtype == torch.float32:
+        if out.shape != x.shape or not out.is_contiguous():
+            raise ValueError(f"out must be contiguous of shape {tuple(x.shape)}, got {tuple(out.shape)}")
+        with torch.autocast(x.device.type, enabled=False):
+            torch.pow(x, 2, out=out)
+            ms = out.mean(-1, keepdim=True).add_(eps).rsqrt_()
+            return torch.mul(x, ms, out=out).mul_(weight)
+    res = F.rms_norm(x.float(), (x.shape[-1],), weight.float(), eps).to(_out_dtype(x, weight))
+    return res if out is None else out.copy_(res)
