@@ -108,7 +108,13 @@ class Block(nn.Module):
             residual = hidden
         elif not torch.compiler.is_compiling() and torch.is_inference_mode_enabled():
             # (dynamo cannot read the inference-mode flag; a compiled graph reuses memory anyway)
-            residual = residual.add_(self.drop_path(hidden))
+            hidden = self.drop_path(hidden)
+            ws = usable_workspace()
+            if ws is not None and hidden.dtype != residual.dtype:
+                # a bf16 hidden (autocast) is widened into a shared buffer: add_ would otherwise
+                # allocate a temporary of the stream's size for the promotion each block
+                hidden = ws.get("promoted", hidden.shape, residual.dtype, hidden.device).copy_(hidden)
+            residual = residual.add_(hidden)
         else:
             residual = residual + self.drop_path(hidden)
         return residual.float()
