@@ -913,31 +913,65 @@ inline float dot_rev(const float* a, const float* b, int64_t n) {
   return r;
 }
 
-// One row between bf16 and fp32, W elements at a time.
-inline void widen_row(const uint16_t* src, float* dst, int64_t n) {
-  int64_t t = 0;
-  for (; t + W <= n; t += W) {
-    vh h;
-    std::memcpy(&h, src + t, sizeof h);
-    const vf f = widen(h);
-    std::memcpy(dst + t, &f, sizeof f);
-  }
-  for (; t < n; ++t) dst[t] = bf16_to_float(src[t]);
+// Element loads and stores of an fp32 or a bf16 row.
+inline float elem(const float* p, int64_t i) { return p[i]; }
+inline float elem(const uint16_t* p, int64_t i) { return bf16_to_float(p[i]); }
+inline vf load_vec(const float* p) {
+  vf v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
 }
-inline void narrow_row(const float* src, uint16_t* dst, int64_t n) {
-  int64_t t = 0;
-  for (; t + W <= n; t += W) {
-    vf f;
-    std::memcpy(&f, src + t, sizeof f);
-    const vh h = narrow(f);
-    std::memcpy(dst + t, &h, sizeof h);
-  }
-  for (; t < n; ++t) dst[t] = float_to_bf16(src[t]);
+inline vf load_vec(const uint16_t* p) {
+  vh h;
+  std::memcpy(&h, p, sizeof h);
+  return widen(h);
+}
+inline void store_lanes(float* p, const vf& v, int64_t n) { store_n(p, v, n); }
+inline void store_lanes(uint16_t* p, const vf& v, int64_t n) {
+  const vh h = narrow(v);
+  if (n == W)
+    std::memcpy(p, &h, sizeof h);
+  else
+    std::memcpy(p, &h, n * sizeof(uint16_t));
 }
 
-// out_buffer: as the scan's (bf16 for a bf16 x, else fp32, contiguous); it may be x's own memory
-// (each row is read before it is written). bf16 rows are widened into a scratch row and the
-// result narrowed on the way out, so nothing of (Bsz, E, L) size is converted outside.
+// One row of the forward in a single pass, W outputs at a time: bias, the K taps added in the
+// order of conv_row (so the sums are conv_row's, bit for bit), SiLU, store. Chunks whose taps
+// all fall inside [0, L) load whole vectors; the chunks at the ends take the taps one element
+// at a time and skip those outside, as conv_row does. out may be x's own memory: a chunk reads
+// its taps before it stores, and the chunks go against the taps' direction (last to first when
+// the taps look back, first to last when they look ahead), so no chunk reads a stored element.
+template <typename Src, typename Dst>
+inline void conv_row_fwd(const Src* x, const float* w, float bias, int64_t K, int64_t L,
+                         bool reverse, bool silu, Dst* out) {
+  const int64_t chunks = (L + W - 1) / W;
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t t0 = (reverse ? c : chunks - 1 - c) * W;
+    const int64_t n = std::min<int64_t>(W, L - t0);
+    const bool inside = n == W && (reverse ? t0 + W + K - 1 <= L : t0 >= K - 1);
+    vf acc = splat(bias);
+    if (inside) {
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t shift = K - 1 - k;
+        acc += w[k] * load_vec(x + (reverse ? t0 + shift : t0 - shift));
+      }
+    } else {
+      for (int64_t i = 0; i < n; ++i) {
+        float v = bias;
+        for (int64_t k = 0; k < K; ++k) {
+          const int64_t shift = K - 1 - k, j = reverse ? t0 + i + shift : t0 + i - shift;
+          if (j >= 0 && j < L) v += w[k] * elem(x, j);
+        }
+        acc[i] = v;
+      }
+    }
+    if (silu) acc = acc * vsigmoid(acc);
+    store_lanes(out + t0, acc, n);
+  }
+}
+
+// out_buffer: as the scan's (bf16 for a bf16 x, else fp32, contiguous); it may be x's own memory.
+// bf16 is widened and narrowed in registers: nothing of (Bsz, E, L) size is converted outside.
 at::Tensor conv_fwd(const at::Tensor& x, const at::Tensor& weight,
                     const std::optional<at::Tensor>& bias, bool silu, bool reverse,
                     const std::optional<at::Tensor>& out_buffer) {
@@ -953,21 +987,20 @@ at::Tensor conv_fwd(const at::Tensor& x, const at::Tensor& weight,
   const Act oa = act_of(out);
   const float* wp = wf.data_ptr<float>();
   at::parallel_for(0, Bsz * E, 16, [&](int64_t begin, int64_t end) {
-    std::vector<float> s(L), xrow(xa.bf16 ? L : 0);
     for (int64_t r = begin; r < end; ++r) {
       const int64_t e = r % E;
-      const float* xr = static_cast<const float*>(xa.p) + r * L;
-      if (xa.bf16) {
-        widen_row(static_cast<const uint16_t*>(xa.p) + r * L, xrow.data(), L);
-        xr = xrow.data();
-      }
-      conv_row(xr, wp + e * K, bp ? bp[e] : 0.f, K, L, reverse, s.data());
-      float* orow = oa.bf16 ? s.data() : static_cast<float*>(oa.p) + r * L;
-      if (silu)
-        map_row(orow, s.data(), L, [](vf v, int64_t, int64_t) { return v * vsigmoid(v); });
-      else if (!oa.bf16)
-        std::copy(s.begin(), s.end(), orow);
-      if (oa.bf16) narrow_row(s.data(), static_cast<uint16_t*>(oa.p) + r * L, L);
+      const float* wr = wp + e * K;
+      const float b = bp ? bp[e] : 0.f;
+      const int64_t off = r * L;
+      if (xa.bf16 && oa.bf16)
+        conv_row_fwd(static_cast<const uint16_t*>(xa.p) + off, wr, b, K, L, reverse, silu,
+                     static_cast<uint16_t*>(oa.p) + off);
+      else if (oa.bf16)  // (x bf16 but not contiguous: act_in made an fp32 copy)
+        conv_row_fwd(static_cast<const float*>(xa.p) + off, wr, b, K, L, reverse, silu,
+                     static_cast<uint16_t*>(oa.p) + off);
+      else
+        conv_row_fwd(static_cast<const float*>(xa.p) + off, wr, b, K, L, reverse, silu,
+                     static_cast<float*>(oa.p) + off);
     }
   });
   return given ? out : out.to(x.scalar_type());
