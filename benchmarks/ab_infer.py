@@ -63,6 +63,32 @@ def _clean_env() -> dict:
     return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
+def summarize(specs: list[dict], runs: dict, micro: dict) -> list[dict]:
+    """One row per configuration: each side's median over rounds of its per-round medians, the
+    speed-up (base time / new time) and each side's time over the roofline. ``runs`` maps a
+    configuration id to ``{"base": [record, ...], "new": [...]}`` (records of :func:`_measure`)."""
+    rows = []
+    for spec in specs:
+        sid = workloads.spec_id(spec)
+        fake = {"spec": spec}
+        _attach_flops(fake, spec)
+        rf = analysis.roofline(fake, micro)
+        row = {"id": sid, "spec": spec, "roofline_s": rf["roofline_s"] if rf else None}
+        for side in ("base", "new"):
+            recs = runs[sid][side]
+            ts = [x["median_s"] for x in recs if x["status"] == "ok"]
+            med = statistics.median(ts) if ts else None
+            row[side] = {"median_s": med, "per_round_s": ts,
+                         "cpu_share": [x.get("cpu_share") for x in recs],
+                         "peak_rss_mb": [x.get("peak_rss_mb") for x in recs],
+                         "over_roofline": med / rf["roofline_s"] if med and rf else None,
+                         "errors": [x.get("error") for x in recs if x["status"] != "ok"]}
+        b, n = row["base"]["median_s"], row["new"]["median_s"]
+        row["speedup"] = b / n if b and n else None
+        rows.append(row)
+    return rows
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     out = Path(args.out)
@@ -95,25 +121,7 @@ def main(argv=None) -> dict:
         finally:
             for tree in trees.values():
                 _git("worktree", "remove", "--force", str(tree))
-    rows = []
-    for spec in specs:
-        sid = workloads.spec_id(spec)
-        row = {"id": sid, "spec": spec}
-        fake = {"spec": spec}
-        _attach_flops(fake, spec)
-        rf = analysis.roofline(fake, micro)
-        row["roofline_s"] = rf["roofline_s"] if rf else None
-        for side in ("base", "new"):
-            ts = [x["median_s"] for x in runs[sid][side] if x["status"] == "ok"]
-            med = statistics.median(ts) if ts else None
-            row[side] = {"median_s": med, "per_round_s": ts,
-                         "cpu_share": [x.get("cpu_share") for x in runs[sid][side]],
-                         "peak_rss_mb": [x.get("peak_rss_mb") for x in runs[sid][side]],
-                         "over_roofline": med / rf["roofline_s"] if med and rf else None,
-                         "errors": [x["error"] for x in runs[sid][side] if x["status"] != "ok"]}
-        b, n = row["base"]["median_s"], row["new"]["median_s"]
-        row["speedup"] = b / n if b and n else None
-        rows.append(row)
+    rows = summarize(specs, runs, micro)
     data = {"script": "benchmarks/ab_infer.py", "command": "python benchmarks/ab_infer.py " + " ".join(argv or sys.argv[1:]),
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "wall_s": time.time() - t0,
             "base": revs["base"], "new": revs["new"],
