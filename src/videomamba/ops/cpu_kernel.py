@@ -174,11 +174,12 @@ def build_seconds() -> float | None:
 
 
 def _kernel_out(out: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
-    """``out`` when the kernel can write into it directly (contiguous, of ``like``'s dtype, fp32 or
-    bf16), else None: the result is then computed apart and copied into ``out``."""
+    """``out`` when the kernel can write into it directly (``like``'s dtype, fp32 or bf16, each row
+    of L contiguous; any batch and channel strides, e.g. half of a (B, 2E, L) buffer), else None:
+    the result is then computed apart and copied into ``out``."""
     if out is None or out.dtype != like.dtype or like.dtype not in (torch.float32, torch.bfloat16):
         return None
-    return out if out.is_contiguous() else None
+    return out if out.shape[-1] <= 1 or out.stride(-1) == 1 else None
 
 
 def _grouped(X: torch.Tensor) -> torch.Tensor:

@@ -281,16 +281,21 @@ inline vh narrow(vf f) {
   return __builtin_convertvector((r & ~nan) | (0x7FC0u & nan), vh);
 }
 
-// A (Bsz, E, L) activation the kernels read or write in its own dtype, fp32 or bf16 (contiguous):
-// under bf16 autocast the mixer's u, delta, z and output are bf16, and converting each to fp32
-// and back outside the kernel cost more than the scan itself at 64 frames.
+// A (Bsz, E, L) activation the kernels read or write in its own dtype, fp32 or bf16, with its own
+// batch and row strides (each row of L contiguous): under bf16 autocast the mixer's u, delta, z
+// and output are bf16, and converting each to fp32 and back outside the kernel cost more than
+// the scan itself at 64 frames; with a batch above one, x and z are halves of the in-projection's
+// (Bsz, 2E, L) output, and copying them to contiguous memory took a third of the time.
 struct Act {
   void* p = nullptr;
   bool bf16 = false;
+  int64_t sb = 0, se = 0;  // element strides of the batch and the channel
   explicit operator bool() const { return p != nullptr; }
+  int64_t off(int64_t b, int64_t e) const { return b * sb + e * se; }
 };
 
-// The same tile moves as load_tile / store_tile, for an Act at element offset `off`.
+// The same tile moves as load_tile / store_tile, for an Act at element offset `off` with rows
+// `L` elements apart.
 inline void load_tile(vf* dst, const Act& a, int64_t off, int64_t L, int nl, int tc) {
   if (!a.bf16) return load_tile(dst, static_cast<const float*>(a.p) + off, L, nl, tc);
   const uint16_t* src = static_cast<const uint16_t*>(a.p) + off;
@@ -388,10 +393,10 @@ Lanes setup_block(const Problem& P, int64_t e0, int nl, Scratch& S) {
 }
 
 // Loads one tile of delta and u and forms d and d * u (and softplus'(delta + bias) if asked).
-inline void prepare_tile(const Problem& P, int64_t row0, int64_t t0, int nl, int tc,
+inline void prepare_tile(const Problem& P, int64_t b, int64_t e0, int64_t t0, int nl, int tc,
                          const Lanes& c, Scratch& S, bool want_sg) {
-  load_tile(S.raw.data(), P.delta, row0 + t0, P.L, nl, tc);
-  load_tile(S.u.data(), P.u, row0 + t0, P.L, nl, tc);
+  load_tile(S.raw.data(), P.delta, P.delta.off(b, e0) + t0, P.delta.se, nl, tc);
+  load_tile(S.u.data(), P.u, P.u.off(b, e0) + t0, P.u.se, nl, tc);
   for (int t = 0; t < tc; ++t) {
     const vf x = S.raw[t] + c.bias;
     const vf d = P.softplus ? vsoftplus(x) : x;
@@ -442,7 +447,6 @@ inline void step_state(vf* h, const vf* al2, vf d, vf du, const float* bt, int64
 void forward_item(const Problem& P, int64_t b, int64_t g, int64_t e0, int nl, const Act& out,
                   float* last, Scratch& S) {
   const int64_t L = P.L, N = P.N;
-  const int64_t row0 = (b * P.E + e0) * L;
   const float* Bt = P.Bt + (b * P.G + g) * L * N;
   const float* Ct = P.Ct + (b * P.G + g) * L * N;
   const Lanes c = setup_block(P, e0, nl, S);
@@ -453,8 +457,8 @@ void forward_item(const Problem& P, int64_t b, int64_t g, int64_t e0, int nl, co
   for (int64_t i = 0; i < nck; ++i) {
     const int64_t t0 = P.tile(i, nck) * T;
     const int tc = static_cast<int>(std::min<int64_t>(T, L - t0));
-    prepare_tile(P, row0, t0, nl, tc, c, S, false);
-    if (P.z) load_tile(S.z.data(), P.z, row0 + t0, L, nl, tc);
+    prepare_tile(P, b, e0, t0, nl, tc, c, S, false);
+    if (P.z) load_tile(S.z.data(), P.z, P.z.off(b, e0) + t0, P.z.se, nl, tc);
     for (int j = 0; j < tc; ++j) {
       const int t = P.pos(j, tc);
       vf y = step<false>(h, S.al2.data(), S.d[t], S.du[t], Bt + (t0 + t) * N, Ct + (t0 + t) * N, N,
@@ -463,7 +467,7 @@ void forward_item(const Problem& P, int64_t b, int64_t g, int64_t e0, int nl, co
       if (P.z) y *= S.z[t] * vsigmoid(S.z[t]);
       S.y[t] = y;
     }
-    store_tile(out, row0 + t0, S.y.data(), L, nl, tc);
+    store_tile(out, out.off(b, e0) + t0, S.y.data(), out.se, nl, tc);
   }
   if (last)
     for (int w = 0; w < nl; ++w)
@@ -499,7 +503,7 @@ void backward_item(const Problem& P, const Grads& Gr, int64_t b, int64_t g, int6
     const int64_t k = P.tile(i, nck), t0 = k * T;
     const int tc = static_cast<int>(std::min<int64_t>(T, L - t0));
     std::copy(h, h + N, S.ck.begin() + k * N);
-    prepare_tile(P, row0, t0, nl, tc, c, S, false);
+    prepare_tile(P, b, e0, t0, nl, tc, c, S, false);
     for (int j = 0; j < tc; ++j) {
       const int t = P.pos(j, tc);
       step_state(h, al2, S.d[t], S.du[t], Bt + (t0 + t) * N, N);
@@ -519,8 +523,8 @@ void backward_item(const Problem& P, const Grads& Gr, int64_t b, int64_t g, int6
   for (int64_t i = nck - 1; i >= 0; --i) {
     const int64_t k = P.tile(i, nck), t0 = k * T;
     const int tc = static_cast<int>(std::min<int64_t>(T, L - t0));
-    prepare_tile(P, row0, t0, nl, tc, c, S, true);
-    if (P.z) load_tile(S.z.data(), P.z, row0 + t0, L, nl, tc);
+    prepare_tile(P, b, e0, t0, nl, tc, c, S, true);
+    if (P.z) load_tile(S.z.data(), P.z, P.z.off(b, e0) + t0, P.z.se, nl, tc);
     load_tile(S.dout.data(), Gr.dout + row0 + t0, L, nl, tc);
     // Recompute states h_t and decays a_t of this tile; y (before the gate) is needed for dz.
     std::copy(S.ck.begin() + k * N, S.ck.begin() + (k + 1) * N, h);
@@ -606,10 +610,19 @@ struct FlushDenormals {
 
 at::Tensor f32(const at::Tensor& x) { return x.to(at::kFloat).contiguous(); }
 
-// x as an Act: bf16 and contiguous as it is, anything else as contiguous fp32 (kept in `keep`).
+// Whether a (Bsz, E, L) tensor's rows are contiguous (any batch and channel strides).
+bool rows_contiguous(const at::Tensor& x) { return x.size(2) <= 1 || x.stride(2) == 1; }
+
+Act act_of(const at::Tensor& t) {
+  return Act{t.data_ptr(), t.scalar_type() == at::kBFloat16, t.stride(0), t.stride(1)};
+}
+
+// x as an Act: fp32 or bf16 with contiguous rows as it is, anything else as a contiguous fp32
+// copy (kept in `keep`).
 Act act_in(const at::Tensor& x, at::Tensor& keep) {
-  keep = x.scalar_type() == at::kBFloat16 && x.is_contiguous() ? x : f32(x);
-  return Act{keep.data_ptr(), keep.scalar_type() == at::kBFloat16};
+  const bool as_is = (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16) && rows_contiguous(x);
+  keep = as_is ? x : f32(x);
+  return act_of(keep);
 }
 
 // The result of a kernel whose activations come in x's dtype: bf16 for bf16 (written directly),
@@ -618,12 +631,11 @@ Act act_in(const at::Tensor& x, at::Tensor& keep) {
 at::Tensor act_out(const at::Tensor& x, const std::optional<at::Tensor>& given, const char* what) {
   const auto dt = x.scalar_type() == at::kBFloat16 ? at::kBFloat16 : at::kFloat;
   if (!given.has_value() || !given->defined()) return at::empty(x.sizes(), x.options().dtype(dt));
-  TORCH_CHECK(given->scalar_type() == dt && given->is_contiguous() && given->sizes() == x.sizes(),
-              what, ": out must be contiguous, of the input's shape, and bf16 for a bf16 input, else fp32");
+  TORCH_CHECK(given->scalar_type() == dt && given->dim() == 3 && rows_contiguous(*given) &&
+                  given->sizes() == x.sizes(),
+              what, ": out must have the input's shape, contiguous rows, and be bf16 for a bf16 input, else fp32");
   return *given;
 }
-
-Act act_of(const at::Tensor& t) { return Act{t.data_ptr(), t.scalar_type() == at::kBFloat16}; }
 
 const float* opt_ptr(const std::optional<at::Tensor>& x, at::Tensor& keep) {
   if (!x.has_value() || !x->defined()) return nullptr;
@@ -988,19 +1000,19 @@ at::Tensor conv_fwd(const at::Tensor& x, const at::Tensor& weight,
   const float* wp = wf.data_ptr<float>();
   at::parallel_for(0, Bsz * E, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      const int64_t e = r % E;
+      const int64_t e = r % E, bi = r / E;
       const float* wr = wp + e * K;
       const float b = bp ? bp[e] : 0.f;
-      const int64_t off = r * L;
+      const int64_t xo = xa.off(bi, e), oo = oa.off(bi, e);
       if (xa.bf16 && oa.bf16)
-        conv_row_fwd(static_cast<const uint16_t*>(xa.p) + off, wr, b, K, L, reverse, silu,
-                     static_cast<uint16_t*>(oa.p) + off);
-      else if (oa.bf16)  // (x bf16 but not contiguous: act_in made an fp32 copy)
-        conv_row_fwd(static_cast<const float*>(xa.p) + off, wr, b, K, L, reverse, silu,
-                     static_cast<uint16_t*>(oa.p) + off);
+        conv_row_fwd(static_cast<const uint16_t*>(xa.p) + xo, wr, b, K, L, reverse, silu,
+                     static_cast<uint16_t*>(oa.p) + oo);
+      else if (oa.bf16)  // (x bf16 with strided rows: act_in made an fp32 copy)
+        conv_row_fwd(static_cast<const float*>(xa.p) + xo, wr, b, K, L, reverse, silu,
+                     static_cast<uint16_t*>(oa.p) + oo);
       else
-        conv_row_fwd(static_cast<const float*>(xa.p) + off, wr, b, K, L, reverse, silu,
-                     static_cast<float*>(oa.p) + off);
+        conv_row_fwd(static_cast<const float*>(xa.p) + xo, wr, b, K, L, reverse, silu,
+                     static_cast<float*>(oa.p) + oo);
     }
   });
   return given ? out : out.to(x.scalar_type());

@@ -1,7 +1,9 @@
-"""The CPU kernels read and write bf16 activations themselves (no fp32 copies around them).
+"""The CPU kernels read and write bf16 activations, and rows with any batch / channel strides,
+themselves (no converted or contiguous copies around them).
 
-Independent expectation: the same kernel on the fp32 values of the bf16 inputs, its fp32 result
-converted by torch (``.to(torch.bfloat16)``, round to nearest even), must be equal bit for bit.
+Independent expectations: the same kernel on the fp32 values of the bf16 inputs, its fp32 result
+converted by torch (``.to(torch.bfloat16)``, round to nearest even), must be equal bit for bit;
+on strided views, the result on contiguous copies of them, bit for bit.
 """
 from __future__ import annotations
 
@@ -100,3 +102,71 @@ def test_rounding_ties_and_non_finite_values_as_torch():
             expected = causal_conv1d(x.float(), w, b, backend="ref").to(torch.bfloat16)
         torch.testing.assert_close(out, expected, rtol=0, atol=0, equal_nan=True, msg=str(bias))
         assert torch.isnan(out).any() and torch.isinf(out).any()
+
+
+def _halves(x: torch.Tensor):
+    """x (B, E, L) copied into the first half of a (B, 2E, L) buffer: a view with batch stride 2EL,
+    as the mixer's x and z are, plus the buffer (its second half a sentinel that must survive)."""
+    B, E, L = x.shape
+    buf = torch.full((B, 2 * E, L), 7.0, dtype=x.dtype)
+    buf[:, :E] = x
+    return buf[:, :E], buf
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_scan_and_conv_on_strided_halves_equal_contiguous(dtype, reverse):
+    x = scan_inputs(3, 40, 16, 150, seed=21)
+    for k in ("u", "delta", "z"):
+        x[k] = x[k].to(dtype)
+    kw = dict(delta_softplus=True, reverse=reverse, backend="cpu")
+    with torch.no_grad():
+        ref = selective_scan(**x, **kw)
+        views = dict(x)
+        bufs = {}
+        for k in ("u", "delta", "z"):
+            views[k], bufs[k] = _halves(x[k])
+        assert not views["u"].is_contiguous()
+        out, out_buf = _halves(torch.zeros_like(x["u"]))
+        got = selective_scan(**views, out=out, **kw)
+        assert got.data_ptr() == out.data_ptr()
+        assert torch.equal(got, ref) and (out_buf[:, 40:] == 7).all()
+        # in place, into u's own strided memory
+        got = selective_scan(**views, out=views["u"], **kw)
+        assert torch.equal(got, ref) and (bufs["u"][:, 40:] == 7).all()
+
+        g = torch.Generator().manual_seed(3)
+        w, b = torch.randn(40, 4, generator=g), torch.randn(40, generator=g)
+        xc = torch.randn(3, 40, 150, generator=g).to(dtype)
+        ref = causal_conv1d(xc, w, b, activation="silu", reverse=reverse, backend="cpu")
+        view, buf = _halves(xc)
+        got = causal_conv1d(view, w, b, activation="silu", reverse=reverse, backend="cpu", out=view)
+        assert got.data_ptr() == view.data_ptr()
+        assert torch.equal(got, ref) and (buf[:, 40:] == 7).all()
+
+
+def test_scan_backward_reads_strided_inputs():
+    """Under autograd, u, delta and z as strided halves (views of a concatenation): the same output
+    and gradients as on contiguous inputs, bit for bit."""
+    x = scan_inputs(2, 40, 16, 90, seed=22)
+
+    def grads(strided: bool):
+        leaves = {k: (None if v is None else v.detach().clone().requires_grad_(True)) for k, v in x.items()}
+        used = dict(leaves)
+        if strided:
+            for k in ("u", "delta", "z"):
+                used[k] = torch.cat([leaves[k], leaves[k]], 1)[:, :40]
+                assert not used[k].is_contiguous()
+        out = selective_scan(**used, delta_softplus=True, backend="cpu")
+        out.sum().backward()
+        return out, {k: v.grad for k, v in leaves.items() if v is not None}
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # dB / dC sum per-thread partials in the order threads took the work
+    try:
+        (out, g), (ref, g_ref) = grads(True), grads(False)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(out, ref)
+    for k, v in g.items():
+        assert torch.equal(v, g_ref[k]), k
