@@ -214,44 +214,6 @@ inline void transpose16(vf* r) {
 }
 #endif
 
-// Rows [e0, e0 + nl) x columns [t0, t0 + tc) of a row-major (.., L) array <-> lanes of dst[t].
-// Whole 16 x 16 blocks go through registers (a scalar copy costs 32 memory ops per step; this
-// made the forward 6% and the backward 14% faster); lanes >= nl are left as they are (zero).
-inline void load_tile(vf* dst, const float* src, int64_t L, int nl, int tc) {
-  int t = 0;
-#ifdef VM_HAS_SHUFFLEVECTOR
-  for (; t + 16 <= tc; t += 16) {
-    vf r[16];
-    for (int w = 0; w < 16; ++w) {
-      r[w] = vf{};
-      if (w < nl) std::memcpy(&r[w], src + w * L + t, sizeof(vf));
-    }
-    transpose16(r);
-    for (int i = 0; i < 16; ++i) dst[t + i] = r[i];
-  }
-#endif
-  for (int w = 0; w < nl; ++w) {
-    const float* s = src + w * L;
-    for (int i = t; i < tc; ++i) dst[i][w] = s[i];
-  }
-}
-
-inline void store_tile(float* dst, const vf* src, int64_t L, int nl, int tc) {
-  int t = 0;
-#ifdef VM_HAS_SHUFFLEVECTOR
-  for (; t + 16 <= tc; t += 16) {
-    vf r[16];
-    for (int i = 0; i < 16; ++i) r[i] = src[t + i];
-    transpose16(r);
-    for (int w = 0; w < nl; ++w) std::memcpy(dst + w * L + t, &r[w], sizeof(vf));
-  }
-#endif
-  for (int w = 0; w < nl; ++w) {
-    float* d = dst + w * L;
-    for (int i = t; i < tc; ++i) d[i] = src[i][w];
-  }
-}
-
 // bf16 is the top half of an fp32: widening is a shift. Narrowing rounds to nearest even and
 // turns NaN into 0x7FC0, exactly as c10::BFloat16 does, so that a bf16 result written here
 // equals the fp32 result converted by torch, bit for bit.
@@ -294,52 +256,90 @@ struct Act {
   int64_t off(int64_t b, int64_t e) const { return b * sb + e * se; }
 };
 
-// The same tile moves as load_tile / store_tile, for an Act at element offset `off` with rows
-// `L` elements apart.
-inline void load_tile(vf* dst, const Act& a, int64_t off, int64_t L, int nl, int tc) {
-  if (!a.bf16) return load_tile(dst, static_cast<const float*>(a.p) + off, L, nl, tc);
-  const uint16_t* src = static_cast<const uint16_t*>(a.p) + off;
+// n <= W floats in and out of a vector (the rest zero). A whole vector copies a constant size, which
+// compiles to one vector load or store; a variable-size memcpy is a libc call each time (it made
+// SiLU cost 4x the conv itself).
+inline vf load_n(const float* p, int64_t n) {
+  vf v{};
+  if (n == W)
+    std::memcpy(&v, p, sizeof v);
+  else
+    std::memcpy(&v, p, n * sizeof(float));
+  return v;
+}
+inline void store_n(float* p, const vf& v, int64_t n) {
+  if (n == W)
+    std::memcpy(p, &v, sizeof v);
+  else
+    std::memcpy(p, &v, n * sizeof(float));
+}
+
+// Element loads and stores of an fp32 or a bf16 row.
+inline float elem(const float* p, int64_t i) { return p[i]; }
+inline float elem(const uint16_t* p, int64_t i) { return bf16_to_float(p[i]); }
+inline vf load_vec(const float* p) {
+  vf v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline vf load_vec(const uint16_t* p) {
+  vh h;
+  std::memcpy(&h, p, sizeof h);
+  return widen(h);
+}
+inline void put_elem(float* p, int64_t i, float v) { p[i] = v; }
+inline void put_elem(uint16_t* p, int64_t i, float v) { p[i] = float_to_bf16(v); }
+inline void store_lanes(float* p, const vf& v, int64_t n) { store_n(p, v, n); }
+inline void store_lanes(uint16_t* p, const vf& v, int64_t n) {
+  const vh h = narrow(v);
+  if (n == W)
+    std::memcpy(p, &h, sizeof h);
+  else
+    std::memcpy(p, &h, n * sizeof(uint16_t));
+}
+
+// Rows [e0, e0 + nl) x columns [t0, t0 + tc) of a row-major (.., L) array of fp32 or bf16 <->
+// lanes of dst[t] (fp32). Whole 16 x 16 blocks go through registers (a scalar copy costs 32
+// memory ops per step; this made the forward 6% and the backward 14% faster); lanes >= nl are
+// left as they are (zero).
+template <typename Elem>
+inline void load_tile(vf* dst, const Elem* src, int64_t L, int nl, int tc) {
   int t = 0;
 #ifdef VM_HAS_SHUFFLEVECTOR
   for (; t + 16 <= tc; t += 16) {
     vf r[16];
-    for (int w = 0; w < 16; ++w) {
-      r[w] = vf{};
-      if (w < nl) {
-        vh h;
-        std::memcpy(&h, src + w * L + t, sizeof h);
-        r[w] = widen(h);
-      }
-    }
+    for (int w = 0; w < 16; ++w) r[w] = w < nl ? load_vec(src + w * L + t) : vf{};
     transpose16(r);
     for (int i = 0; i < 16; ++i) dst[t + i] = r[i];
   }
 #endif
-  for (int w = 0; w < nl; ++w) {
-    const uint16_t* s = src + w * L;
-    for (int i = t; i < tc; ++i) dst[i][w] = bf16_to_float(s[i]);
-  }
+  for (int w = 0; w < nl; ++w)
+    for (int i = t; i < tc; ++i) dst[i][w] = elem(src + w * L, i);
 }
 
-inline void store_tile(const Act& a, int64_t off, const vf* src, int64_t L, int nl, int tc) {
-  if (!a.bf16) return store_tile(static_cast<float*>(a.p) + off, src, L, nl, tc);
-  uint16_t* dst = static_cast<uint16_t*>(a.p) + off;
+template <typename Elem>
+inline void store_tile(Elem* dst, const vf* src, int64_t L, int nl, int tc) {
   int t = 0;
 #ifdef VM_HAS_SHUFFLEVECTOR
   for (; t + 16 <= tc; t += 16) {
     vf r[16];
     for (int i = 0; i < 16; ++i) r[i] = src[t + i];
     transpose16(r);
-    for (int w = 0; w < nl; ++w) {
-      const vh h = narrow(r[w]);
-      std::memcpy(dst + w * L + t, &h, sizeof h);
-    }
+    for (int w = 0; w < nl; ++w) store_lanes(dst + w * L + t, r[w], W);
   }
 #endif
-  for (int w = 0; w < nl; ++w) {
-    uint16_t* d = dst + w * L;
-    for (int i = t; i < tc; ++i) d[i] = float_to_bf16(src[i][w]);
-  }
+  for (int w = 0; w < nl; ++w)
+    for (int i = t; i < tc; ++i) put_elem(dst + w * L, i, src[i][w]);
+}
+
+// The same for an Act at element offset `off` with rows `L` elements apart.
+inline void load_tile(vf* dst, const Act& a, int64_t off, int64_t L, int nl, int tc) {
+  if (a.bf16) return load_tile(dst, static_cast<const uint16_t*>(a.p) + off, L, nl, tc);
+  load_tile(dst, static_cast<const float*>(a.p) + off, L, nl, tc);
+}
+inline void store_tile(const Act& a, int64_t off, const vf* src, int64_t L, int nl, int tc) {
+  if (a.bf16) return store_tile(static_cast<uint16_t*>(a.p) + off, src, L, nl, tc);
+  store_tile(static_cast<float*>(a.p) + off, src, L, nl, tc);
 }
 
 struct Problem {
@@ -851,24 +851,6 @@ inline void conv_row(const float* x, const float* w, float bias, int64_t K, int6
   }
 }
 
-// n <= W floats in and out of a vector (the rest zero). A whole vector copies a constant size, which
-// compiles to one vector load or store; a variable-size memcpy is a libc call each time (it made
-// SiLU cost 4x the conv itself).
-inline vf load_n(const float* p, int64_t n) {
-  vf v{};
-  if (n == W)
-    std::memcpy(&v, p, sizeof v);
-  else
-    std::memcpy(&v, p, n * sizeof(float));
-  return v;
-}
-inline void store_n(float* p, const vf& v, int64_t n) {
-  if (n == W)
-    std::memcpy(p, &v, sizeof v);
-  else
-    std::memcpy(p, &v, n * sizeof(float));
-}
-
 // f(v) over a row, W floats at a time through the vector helpers (tail padded with zeros).
 template <typename F>
 inline void map_row(float* dst, const float* src, int64_t L, const F& f) {
@@ -923,28 +905,6 @@ inline float dot_rev(const float* a, const float* b, int64_t n) {
   for (int w = 0; w < W; ++w) r += acc[w];
   for (; t < n; ++t) r += a[n - 1 - t] * (b ? b[n - 1 - t] : 1.f);
   return r;
-}
-
-// Element loads and stores of an fp32 or a bf16 row.
-inline float elem(const float* p, int64_t i) { return p[i]; }
-inline float elem(const uint16_t* p, int64_t i) { return bf16_to_float(p[i]); }
-inline vf load_vec(const float* p) {
-  vf v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline vf load_vec(const uint16_t* p) {
-  vh h;
-  std::memcpy(&h, p, sizeof h);
-  return widen(h);
-}
-inline void store_lanes(float* p, const vf& v, int64_t n) { store_n(p, v, n); }
-inline void store_lanes(uint16_t* p, const vf& v, int64_t n) {
-  const vh h = narrow(v);
-  if (n == W)
-    std::memcpy(p, &h, sizeof h);
-  else
-    std::memcpy(p, &h, n * sizeof(uint16_t));
 }
 
 // One row of the forward in a single pass, W outputs at a time: bias, the K taps added in the
