@@ -72,8 +72,8 @@ class _Scratch:
     """The mixer's temporaries in an inference pass: views of the open workspace's buffers
     (:mod:`.workspace`) when there is one, else None (the op then allocates its result)."""
 
-    def __init__(self, lean: bool):
-        self.ws = usable_workspace() if lean else None
+    def __init__(self, ws=None):
+        self.ws = ws
 
     def __call__(self, name: str, like: torch.Tensor, rows: int, dtype: torch.dtype | None = None):
         """A (B, rows, L) buffer shaped after ``like`` (B, *, L), or None without a workspace."""
@@ -82,7 +82,7 @@ class _Scratch:
         return self.ws.get(name, (like.shape[0], rows, like.shape[-1]), dtype or like.dtype, like.device)
 
 
-NO_SCRATCH = _Scratch(False)
+NO_SCRATCH = _Scratch()
 
 
 class ScanOrder:
@@ -241,7 +241,7 @@ class BiMambaMixer(nn.Module):
         lean = not torch.is_grad_enabled()
         # In an inference pass with a workspace open (the model opens one), xz, the backward
         # branch's conv output, x_proj's and dt_proj's outputs reuse the previous block's memory.
-        scratch = _Scratch(lean)
+        scratch = _Scratch(usable_workspace())
         # (B, L, D) -> (B, 2E, L) contiguous, as the release computes it (weight @ hidden^T)
         hT = hidden.transpose(1, 2)
         xz = _wmm(self.in_proj.weight, hT, out=scratch("xz", hT, 2 * self.d_inner, _mm_dtype(hT)))

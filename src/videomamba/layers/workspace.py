@@ -50,12 +50,21 @@ def current() -> Workspace | None:
     return getattr(_local, "ws", None)
 
 
+def _may_share() -> bool:
+    """Buffers may be shared only without autograd and outside torch.compile / torch.export
+    tracing (a traced graph plans its own memory)."""
+    return not (torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.compiler.is_exporting())
+
+
 def usable() -> Workspace | None:
-    """:func:`current` where a caller may use it: without autograd and outside torch.compile /
-    torch.export tracing (a traced graph plans its own memory). Else None."""
-    if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.compiler.is_exporting():
-        return None
-    return current()
+    """:func:`current` where a caller may use it (see :func:`_may_share`), else None."""
+    return current() if _may_share() else None
+
+
+def for_pass():
+    """The context a model opens around its blocks: :func:`inference_workspace` where the buffers
+    may be shared, else a context that does nothing."""
+    return inference_workspace() if _may_share() else contextlib.nullcontext()
 
 
 @contextlib.contextmanager

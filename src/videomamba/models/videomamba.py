@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..layers import (FULL_FLIP, BiMambaMixer, Block, PatchEmbed, RMSNorm, ScanOrder, drop_path,
-                      inference_workspace, init_linear,
+                      init_linear, workspace_for_pass,
                       resample_joint_pos, resample_spatial_pos, resample_temporal_pos, sincos_table)
 from .config import VideoMambaConfig
 
@@ -234,8 +234,7 @@ class VideoMamba(nn.Module):
         ckpt = True if self.grad_checkpointing and self.training and torch.is_grad_enabled() else None
         hidden, residual = x, None
         # Without autograd the blocks share their mixers' temporaries (layers/workspace.py).
-        tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting()
-        with inference_workspace() if not torch.is_grad_enabled() and not tracing else contextlib.nullcontext():
+        with workspace_for_pass():
             for layer, o in zip(self.layers, orders):
                 residual = layer.add(hidden, residual)
                 # The previous block's output is dead once added: drop it before this block's
