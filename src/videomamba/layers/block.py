@@ -90,7 +90,7 @@ class Block(nn.Module):
     # Below this many tokens per batch (B * L) "auto" keeps the norm's and mixer's activations:
     # recomputing costs more time than the memory is worth for short clips (8 frames, 1569 tokens,
     # keep everything). The 64-frame training figures of both settings are in
-    # benchmarks/results/train64/RESULTS.md.
+    # benchmarks/RESULTS.md.
     RECOMPUTE_MIN_TOKENS = 2048
 
     def __init__(self, dim: int, mixer: BiMambaMixer, drop_path: float = 0.0, eps: float = 1e-5,
