@@ -97,7 +97,7 @@ def increment_mb(r: dict) -> float | None:
 # before children ran untuned by default, tell it by their malloc state.
 TUNING_VARS = ("VIDEOMAMBA_MALLOC_TUNE", "VIDEOMAMBA_NO_MALLOC_TUNE", "MALLOC_MMAP_THRESHOLD_",
                "MALLOC_ARENA_MAX", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES", "OMP_WAIT_POLICY",
-               "GOMP_SPINCOUNT", "LD_PRELOAD")
+               "GOMP_SPINCOUNT", "LD_PRELOAD", "VIDEOMAMBA_CPU_ALLOCATOR")
 RELEASE_ENV = {"VIDEOMAMBA_SCAN_BACKEND": "ref"}   # the release-equivalent path: sequential scan, F.conv1d
 TRAIN_TIME_BUDGET = 1.10    # the default's memory savings may cost at most 10 % over keeping every activation
 

@@ -127,6 +127,9 @@ def run_model(spec: dict, rec: dict, w: _Writer) -> None:
     # processes took the cores (then the times are pessimistic)
     if not cuda and sum(rec["times_s"]) > 0:
         rec["cpu_share"] = sum(rec["cpu_s"]) / (sum(rec["times_s"]) * rec["threads"])
+    # which allocator served the large tensors: ours installs its block cache when its kernels load
+    kernels = sys.modules.get("videomamba.ops.cpu_kernel")
+    rec["cpu_allocator"] = kernels.allocator_state() if kernels else "system (videomamba's kernels not loaded)"
     rec["status"] = "ok"
     w.flush()
     if spec.get("saved") and train:

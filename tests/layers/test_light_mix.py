@@ -8,6 +8,7 @@ from _requirements import require_cpu_kernel
 
 import videomamba as vm
 from videomamba.layers import block as block_mod
+from videomamba.layers import mixer as mixer_mod
 from videomamba.ops import use_backend
 
 SMALL = dict(embed_dim=32, depth=2, num_classes=5, num_frames=4, img_size=32)
@@ -28,6 +29,24 @@ def grads_of(mode: str, x: torch.Tensor, amp: bool = False, **kw):
     return out.detach().float(), {"input": x.grad, **{n: p.grad for n, p in m.named_parameters()}}
 
 
+# "auto" takes the light path at any length here, keeping the in- and x-projections' outputs;
+# "always" keeps only the block's input
+LIGHT_MODES = ["always", "auto"]
+
+
+@pytest.fixture
+def auto_everywhere(monkeypatch):
+    monkeypatch.setattr(block_mod.Block, "RECOMPUTE_MIN_TOKENS", 0)
+
+
+def count_known(monkeypatch) -> list:
+    """Calls of the projection that reuses a kept output instead of multiplying again."""
+    calls = []
+    orig = mixer_mod._KnownProjection.apply
+    monkeypatch.setattr(mixer_mod._KnownProjection, "apply", lambda *a: calls.append(1) or orig(*a))
+    return calls
+
+
 def count_light(monkeypatch) -> list:
     calls = []
     orig = block_mod._LightMix.apply
@@ -35,12 +54,15 @@ def count_light(monkeypatch) -> list:
     return calls
 
 
+@pytest.mark.parametrize("mode", LIGHT_MODES)
 @pytest.mark.parametrize("merge", ["sum", "mean"])
-def test_fp32_gradients_equal_plain_autograd(monkeypatch, merge):
+def test_fp32_gradients_equal_plain_autograd(monkeypatch, auto_everywhere, merge, mode):
     x = torch.randn(2, 3, 4, 32, 32)
-    calls = count_light(monkeypatch)
-    out, light = grads_of("always", x, merge=merge)
+    calls, known = count_light(monkeypatch), count_known(monkeypatch)
+    out, light = grads_of(mode, x, merge=merge)
     assert len(calls) == SMALL["depth"]                    # every block took the light path
+    # "auto" reuses in_proj's and both x_proj's outputs in every block; "always" recomputes them
+    assert len(known) == (3 * SMALL["depth"] if mode == "auto" else 0)
     want_out, want = grads_of("never", x, merge=merge)
     torch.testing.assert_close(out, want_out, rtol=1e-5, atol=1e-6)
     assert set(light) == set(want)
@@ -48,13 +70,14 @@ def test_fp32_gradients_equal_plain_autograd(monkeypatch, merge):
         torch.testing.assert_close(light[n], g, rtol=1e-4, atol=1e-6, msg=n)
 
 
-def test_bf16_autocast_gradients_close_to_plain_autograd(monkeypatch):
+@pytest.mark.parametrize("mode", LIGHT_MODES)
+def test_bf16_autocast_gradients_close_to_plain_autograd(monkeypatch, auto_everywhere, mode):
     """Under bf16 autocast both paths round at bf16; the light one computes out_proj's input gradient
     in fp32, so the two agree to bf16 precision (relative to each gradient's scale)."""
     x = torch.randn(2, 3, 4, 32, 32)
-    calls = count_light(monkeypatch)
-    _, light = grads_of("always", x, amp=True)
-    assert calls
+    calls, known = count_light(monkeypatch), count_known(monkeypatch)
+    _, light = grads_of(mode, x, amp=True)
+    assert calls and len(known) == (3 * SMALL["depth"] if mode == "auto" else 0)
     _, want = grads_of("never", x, amp=True)
     _, exact = grads_of("never", x)
     for n, g in exact.items():
@@ -77,17 +100,19 @@ def test_other_orders_and_backends_take_the_checkpoint(monkeypatch):
     assert not calls
 
 
-def test_frozen_parameters_and_input_without_gradient():
+@pytest.mark.parametrize("light", LIGHT_MODES)
+def test_frozen_parameters_and_input_without_gradient(auto_everywhere, light):
     """Frozen mixer parameters get no gradient and the rest the same as plain autograd; an input that
     needs no gradient still gives the block's parameters theirs."""
     x = torch.randn(1, 3, 4, 32, 32)
     res = {}
-    for mode in ("always", "never"):
+    for mode in (light, "never"):
         torch.manual_seed(0)
         m = vm.create_model("videomamba_tiny", **SMALL, mixer_recompute=mode).train()
         for blk in m.layers:
             blk.mixer.D.requires_grad_(False)
             blk.mixer.A_b_log.requires_grad_(False)
+            blk.mixer.x_proj_b.requires_grad_(False)       # a kept projection with a frozen weight
         m.patch_embed.requires_grad_(False)
         m.pos_embed.requires_grad_(False)
         m.cls_token.requires_grad_(False)
@@ -96,7 +121,22 @@ def test_frozen_parameters_and_input_without_gradient():
         res[mode] = {n: p.grad for n, p in m.named_parameters()}
     for n, g in res["never"].items():
         if g is None:
-            assert res["always"][n] is None, n
+            assert res[light][n] is None, n
         else:
-            torch.testing.assert_close(res["always"][n], g, rtol=1e-4, atol=1e-6, msg=n)
-    assert res["always"]["layers.0.mixer.in_proj.weight"] is not None
+            torch.testing.assert_close(res[light][n], g, rtol=1e-4, atol=1e-6, msg=n)
+    assert res[light]["layers.0.mixer.in_proj.weight"] is not None
+
+
+def test_grad_checkpointing_keeps_the_least(monkeypatch, auto_everywhere):
+    """The model's gradient checkpointing takes the light path without keeping the projections'
+    outputs, whatever ``mixer_recompute`` says: it is the setting for the least memory."""
+    calls, known = count_light(monkeypatch), count_known(monkeypatch)
+    m = vm.create_model("videomamba_tiny", **SMALL, mixer_recompute="auto", grad_checkpointing=True).train()
+    m(torch.randn(1, 3, 4, 32, 32)).square().sum().backward()
+    assert len(calls) == SMALL["depth"] and not known
+
+
+def test_kept_outputs_need_the_lean_forward():
+    mixer = mixer_mod.BiMambaMixer(16)
+    with pytest.raises(ValueError, match="without autograd"):
+        mixer(torch.randn(1, 5, 16), kept=[])

@@ -11,36 +11,40 @@ from .workspace import usable as usable_workspace
 
 
 class _LightMix(torch.autograd.Function):
-    """norm + mixer, keeping only the block's input for backward, for the release's scan order on
-    the CPU kernels. The forward runs without autograd (the mixer's lean path, which reuses its
-    buffers); the backward rebuilds the norm and the mixer's cheap part under autograd and takes the
-    scans' outputs from their backward kernels (:meth:`BiMambaMixer.recompute_grads`), where a
-    generic checkpoint would run the whole block forward again. The block's parameters are inputs
-    of the op, so their gradients reach autograd (and DDP's hooks) as any op's do. The same
-    gradients as plain autograd (tests/layers/test_light_mix.py)."""
+    """norm + mixer, keeping the block's input for backward (and, with ``keep``, the in- and
+    x-projections' outputs), for the release's scan order on the CPU kernels. The forward runs
+    without autograd (the mixer's lean path, which reuses its buffers); the backward rebuilds the
+    norm and the mixer's cheap part under autograd and takes the scans' outputs from their
+    backward kernels (:meth:`BiMambaMixer.recompute_grads`), where a generic checkpoint would run
+    the whole block forward again. The block's parameters are inputs of the op, so their
+    gradients reach autograd (and DDP's hooks) as any op's do. The same gradients as plain
+    autograd (tests/layers/test_light_mix.py)."""
 
     @staticmethod
-    def forward(ctx, residual, block, *params):
+    def forward(ctx, residual, block, keep, *params):
         dev = residual.device.type
         ctx.block, ctx.params = block, params
         ctx.autocast = (torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
         ctx.save_for_backward(residual)
-        return block._norm_mix(residual, (FULL_FLIP,))
+        ctx.kept = [] if keep else None
+        return block.mixer(block.norm(residual), FULL_FLIP, kept=ctx.kept)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dout):
         (residual,) = ctx.saved_tensors
+        kept, ctx.kept = ctx.kept, None
         enabled, dtype = ctx.autocast
         need_res = ctx.needs_input_grad[0]
         with torch.enable_grad():
             res = residual.detach().requires_grad_(need_res)
             with torch.autocast(res.device.type, dtype=dtype, enabled=enabled):
-                tensors, grads = ctx.block.mixer.recompute_grads(ctx.block.norm(res), dout)
+                tensors, grads = ctx.block.mixer.recompute_grads(ctx.block.norm(res), dout, kept)
+            del kept
             live = [(t, g) for t, g in zip(tensors, grads) if t.requires_grad]    # frozen ones: no graph
             wrt = ([res] if need_res else []) + list(ctx.params)
             got = torch.autograd.grad([t for t, _ in live], wrt, [g for _, g in live], allow_unused=True)
-        return (got[0] if need_res else None), None, *got[int(need_res):]
+        return (got[0] if need_res else None), None, None, *got[int(need_res):]
 
 
 class RMSNorm(nn.Module):
@@ -133,22 +137,26 @@ class Block(nn.Module):
         """The block's output (the next ``hidden``) from the stream ``add`` returned.
 
         ``recompute``: True / False forces the memory-light backward on / off (the model's
-        ``grad_checkpointing`` forces it on); None follows ``mixer_recompute``.
+        ``grad_checkpointing`` forces it on, keeping the least); None follows ``mixer_recompute``.
         """
         # Memory-light backward: keep only the residual stream, which the next block needs
         # anyway, and recompute the norm and the mixer's intermediates (xz, conv, delta, both
         # scans: about 24*D floats per token) during backward, as mamba_ssm's fused path
         # recomputes its cheap intermediates. Keeping the norm inside the recomputed part
         # matters: its output and x * rsqrt(mean x^2) would be 2*D more floats per token.
+        # "auto" also keeps the in- and x-projections' outputs (2*E + 2*(R + 2N) values per token,
+        # about 4.5*D): the in-projection is the costliest part to recompute (a third of the
+        # block's forward multiply-adds); "always" and gradient checkpointing keep the least.
         if not torch.is_grad_enabled():  # (before reading the token count: a symbolic batch under export)
             return self._norm_mix(residual, orders)
+        keep = False
         if recompute is None:
-            recompute = self.mixer_recompute == "always" or (
-                self.mixer_recompute == "auto"
-                and residual.shape[0] * residual.shape[1] >= self.RECOMPUTE_MIN_TOKENS)
+            keep = (self.mixer_recompute == "auto"
+                    and residual.shape[0] * residual.shape[1] >= self.RECOMPUTE_MIN_TOKENS)
+            recompute = self.mixer_recompute == "always" or keep
         if recompute and torch.is_grad_enabled():
             if self._light_mix_applies(residual, orders):
-                return _LightMix.apply(residual, self, *(p for p in self.parameters() if p.requires_grad))
+                return _LightMix.apply(residual, self, keep, *(p for p in self.parameters() if p.requires_grad))
             return torch.utils.checkpoint.checkpoint(self._norm_mix, residual, orders, use_reentrant=False)
         return self._norm_mix(residual, orders)
 

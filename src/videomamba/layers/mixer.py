@@ -52,6 +52,33 @@ def _wmm(weight: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None = None)
     return torch.bmm(weight.expand(x.shape[0], -1, -1), x)
 
 
+class _KnownProjection(torch.autograd.Function):
+    """``_wmm(weight, x)`` whose result the caller already holds (kept from a forward without
+    autograd): returns ``out`` and backpropagates as the product would, without computing it again.
+    x (B, K, L), weight (M, K), out (B, M, L) in the product's dtype (autocast's, where it was on);
+    both gradients are computed in that dtype and returned in their operand's, as autocast's
+    backward does."""
+
+    @staticmethod
+    def forward(ctx, x, weight, out):
+        ctx.save_for_backward(x, weight)
+        return out.view_as(out)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout):
+        x, weight = ctx.saved_tensors
+        dt = dout.dtype
+        dx = dw = None
+        if ctx.needs_input_grad[0]:
+            dx = _wmm(weight.to(dt).t(), dout).to(x.dtype)                        # (B, K, L)
+        if ctx.needs_input_grad[1]:
+            xd = x.to(dt)
+            dw = (torch.mm(dout[0], xd[0].t()) if dout.shape[0] == 1
+                  else torch.bmm(dout, xd.transpose(1, 2)).sum(0)).to(weight.dtype)  # (M, K)
+        return dx, dw, None
+
+
 def _mm_tokens(y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """y (B, E, L) channels-first, possibly a view into a larger buffer -> y^T weight^T (B, L, D).
 
@@ -169,42 +196,52 @@ class BiMambaMixer(nn.Module):
         return causal_conv1d(x, conv.weight.squeeze(1), conv.bias, activation="silu",
                              reverse=reverse, out=out)
 
-    def _scan_inputs(self, u, x_proj, dt_proj, A_log, D, scratch: _Scratch = NO_SCRATCH
-                     ) -> list[torch.Tensor]:
+    def _scan_inputs(self, u, x_proj, dt_proj, A_log, D, scratch: _Scratch = NO_SCRATCH,
+                     kept: list | None = None, known: torch.Tensor | None = None) -> list[torch.Tensor]:
         """One direction's scan inputs from its conv output u: [u, delta, A, B, C, D, delta_bias].
 
         Projections multiply with the weight on the left so that every activation comes out
         channels-first and contiguous: no transposes or copies between the ops. ``scratch``:
         where the projections go in an inference pass (the two directions share the buffers).
+        ``kept``: a list that receives x_proj's output; ``known``: that output, kept by an earlier
+        forward (the memory-light backward then does not compute it again).
         """
         R, N = self.dt_rank, self.d_state
         dt = _mm_dtype(u)
-        x_dbl = _wmm(x_proj.weight, u, out=scratch("x_dbl", u, R + 2 * N, dt))    # (B, R+2N, L)
+        if known is not None:
+            x_dbl = _KnownProjection.apply(u, x_proj.weight, known)
+        else:
+            x_dbl = _wmm(x_proj.weight, u, out=scratch("x_dbl", u, R + 2 * N, dt))    # (B, R+2N, L)
+        if kept is not None:
+            kept.append(x_dbl)
         dr, Bm, Cm = torch.split(x_dbl, [R, N, N], dim=1)
         delta = _wmm(dt_proj.weight, dr, out=scratch("delta", u, self.d_inner, dt))  # (B, E, L)
         A = -torch.exp(A_log.float())                                                # (E, N)
         return [u, delta, A, Bm.contiguous(), Cm.contiguous(), D.float(), dt_proj.bias.float()]
 
     def _scan(self, u, z, x_proj, dt_proj, A_log, D, reverse: bool, out=None,
-              scratch: _Scratch = NO_SCRATCH):
+              scratch: _Scratch = NO_SCRATCH, kept: list | None = None):
         """Projections and selective scan of one direction on its conv output u -> (B, E, L)."""
-        u, delta, A, Bm, Cm, Dv, bias = self._scan_inputs(u, x_proj, dt_proj, A_log, D, scratch)
+        u, delta, A, Bm, Cm, Dv, bias = self._scan_inputs(u, x_proj, dt_proj, A_log, D, scratch, kept)
         if self.record_delta:
             self._deltas.append(F.softplus(delta.float() + bias[None, :, None]).detach())
         return selective_scan(u, delta, A, Bm, Cm, Dv, z=z, delta_bias=bias, delta_softplus=True,
                               reverse=reverse, out=out)
 
-    def recompute_grads(self, hidden: torch.Tensor, dout: torch.Tensor) -> tuple[list, list]:
+    def recompute_grads(self, hidden: torch.Tensor, dout: torch.Tensor,
+                        kept: list | None = None) -> tuple[list, list]:
         """The memory-light backward of the release's order (forward + its reversal) on the CPU
         kernel: ``hidden`` (B, L, D) is this mixer's input rebuilt under autograd and ``dout``
         (B, L, D) the gradient of its output. Recomputes the cheap part of the forward under autograd
         (in_proj, convs, x_proj, dt_proj) and runs each scan's backward, which recomputes the scan's
-        output on the way: neither scan's forward nor out_proj runs again. Returns (tensors, grads)
-        to backpropagate in one call: every scan input with its gradient and out_proj's weight with
-        its gradient from the recomputed outputs."""
+        output on the way: neither scan's forward nor out_proj runs again. ``kept``: what
+        ``forward(..., kept=[])`` kept (in_proj's and both x_proj's outputs), which are then not
+        computed again. Returns (tensors, grads) to backpropagate in one call: every scan input
+        with its gradient and out_proj's weight with its gradient from the recomputed outputs."""
         from ..ops.library import scan_bwd_with_output
 
-        xz = _wmm(self.in_proj.weight, hidden.transpose(1, 2))
+        hT = hidden.transpose(1, 2)
+        xz = _wmm(self.in_proj.weight, hT) if not kept else _KnownProjection.apply(hT, self.in_proj.weight, kept[0])
         x, z = xz.chunk(2, dim=1)
         W = self.out_proj.weight
         with torch.autocast(hidden.device.type, enabled=False):
@@ -217,7 +254,8 @@ class BiMambaMixer(nn.Module):
         for conv, x_proj, dt_proj, A_log, D, rev in (
                 (self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D, False),
                 (self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b, True)):
-            ins = self._scan_inputs(self._conv(x, conv, rev), x_proj, dt_proj, A_log, D)
+            ins = self._scan_inputs(self._conv(x, conv, rev), x_proj, dt_proj, A_log, D,
+                                    known=kept[1 + int(rev)] if kept else None)
             du, ddelta, dA, dB, dC, dD, dz_, dbias, y_ = scan_bwd_with_output(
                 *(t.detach() for t in ins[:6]), z.detach(), ins[6].detach(), True, rev, dy)
             tensors += ins
@@ -233,18 +271,26 @@ class BiMambaMixer(nn.Module):
         grads += [dz, dW]
         return tensors, [gr.to(t.dtype) for t, gr in zip(tensors, grads)]
 
-    def forward(self, hidden: torch.Tensor, order: ScanOrder = FULL_FLIP) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, order: ScanOrder = FULL_FLIP,
+                kept: list | None = None) -> torch.Tensor:
+        """``kept`` (without autograd, the release's order): a list that receives in_proj's output
+        and both x_proj's outputs, for :meth:`recompute_grads`."""
         # Without autograd nothing is kept for a backward, so every (B, E, L) buffer is reused as
-        # soon as it is dead: the forward conv overwrites x, each scan overwrites its own conv
-        # output, the two directions are summed in place. At most four E x L buffers are alive
-        # (x|z, one conv output, the other conv output and its delta) instead of nine.
+        # soon as it is dead: the forward conv overwrites x (unless in_proj's output is kept), each
+        # scan overwrites its own conv output, the two directions are summed in place. At most
+        # four E x L buffers are alive (x|z, one conv output, the other conv output and its
+        # delta) instead of nine.
         lean = not torch.is_grad_enabled()
+        if kept is not None and (not lean or order.fwd is not None or not order.bwd_is_flip):
+            raise ValueError("kept applies without autograd to the release's order only")
         # In an inference pass with a workspace open (the model opens one), xz, the backward
         # branch's conv output, x_proj's and dt_proj's outputs reuse the previous block's memory.
-        scratch = _Scratch(usable_workspace())
+        scratch = _Scratch(usable_workspace() if kept is None else None)
         # (B, L, D) -> (B, 2E, L) contiguous, as the release computes it (weight @ hidden^T)
         hT = hidden.transpose(1, 2)
         xz = _wmm(self.in_proj.weight, hT, out=scratch("xz", hT, 2 * self.d_inner, _mm_dtype(hT)))
+        if kept is not None:
+            kept.append(xz)
         if self.record_delta:
             self._deltas = []
         # Each branch works in its visiting order. The release's backward order, the forward
@@ -258,12 +304,12 @@ class BiMambaMixer(nn.Module):
         # The backward conv first: the forward one may overwrite x, which both read when rev.
         u_b = self._conv(x_b, self.conv1d_b, rev,
                          out=(x_b if not rev else scratch("u_b", x_b, x_b.shape[1])) if lean else None)
-        u_f = self._conv(x_f, self.conv1d, False, out=x_f if lean else None)
+        u_f = self._conv(x_f, self.conv1d, False, out=x_f if lean and kept is None else None)
         y = self._scan(u_f, z_f, self.x_proj, self.dt_proj, self.A_log, self.D, False,
-                       out=u_f if lean else None, scratch=scratch)
+                       out=u_f if lean else None, scratch=scratch, kept=kept)
         del u_f
         y_b = self._scan(u_b, z_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b, rev,
-                         out=u_b if lean else None, scratch=scratch)
+                         out=u_b if lean else None, scratch=scratch, kept=kept)
         del u_b
 
         def canonical(t, backward_branch: bool):

@@ -2,7 +2,7 @@
 
 Glossary: B batch, E channels, L length, N state size, G groups of B/C, K conv width.
 
-The C++ source (``csrc/cpu_kernels.cpp``) is compiled on first use (40 s measured on this
+The C++ sources (``csrc/cpu_kernels.cpp``, ``csrc/cpu_allocator.cpp``) are compiled on first use (40 s measured on this
 2-core machine at load average 10) with ``torch.utils.cpp_extension.load`` and cached in
 torch's extension directory, or in
 ``$VIDEOMAMBA_EXT_DIR`` when set. The module name carries a hash of the source, the compiler
@@ -13,6 +13,11 @@ torch ``lock`` file left behind by a build that was killed (torch's own lock wou
 forever). If the build fails (no compiler, no ninja, MSVC: the source uses GCC / Clang vector
 extensions), :func:`load` records why and returns ``None``; the backend selection
 (``backend.py``) then falls back to the pure-torch scan with one warning.
+
+When the kernels load they also install a CPU allocator for tensors of 1 MiB or more
+(``csrc/cpu_allocator.cpp``: one mapping per block, freed blocks reused for requests of the same
+size), which keeps a training step's memory near its live tensors without glibc's heap holes and
+without faulting pages in again. ``VIDEOMAMBA_CPU_ALLOCATOR=system`` keeps torch's own.
 """
 from __future__ import annotations
 
@@ -31,7 +36,13 @@ from .selective_scan import check_out
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).resolve().parent / "csrc" / "cpu_kernels.cpp"
+SOURCES = (SOURCE, SOURCE.with_name("cpu_allocator.cpp"))
 EXT_DIR_ENV = "VIDEOMAMBA_EXT_DIR"
+# The CPU allocator for large tensors (csrc/cpu_allocator.cpp), installed when the kernels load:
+# "blocks" (default) or "system" (torch's own, i.e. glibc malloc).
+ALLOCATOR_ENV = "VIDEOMAMBA_CPU_ALLOCATOR"
+BLOCK_MIN_BYTES = 1 << 20
+BLOCK_SLACK = 0.25  # mapped bytes <= (1 + slack) x the most bytes in use at once
 # -ffp-contract=fast only lets the compiler fuse a*b+c into an FMA (torch builds with -std=c++17,
 # whose ISO default is "off"); unlike -ffast-math it keeps inf/NaN semantics.
 BASE_FLAGS = ["-O3", "-DNDEBUG", "-ffp-contract=fast", "-fopenmp"]
@@ -65,7 +76,7 @@ def _flags(native: bool) -> list[str]:
 
 def extension_name(native: bool = True) -> str:
     h = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(_flags(native)).encode(), torch.__version__.encode(),
+    for part in (*(src.read_bytes() for src in SOURCES), " ".join(_flags(native)).encode(), torch.__version__.encode(),
                  (_cpu_fingerprint() if native else platform.machine()).encode()):
         h.update(part)
         h.update(b"\0")
@@ -137,7 +148,7 @@ def _build(native: bool):
         if fresh:
             log.warning("compiling the CPU selective-scan kernel (one-off, cached in %s)", directory)
         t0 = time.perf_counter()
-        mod = cpp_load(name=name, sources=[str(SOURCE)], extra_cflags=_flags(native),
+        mod = cpp_load(name=name, sources=[str(src) for src in SOURCES], extra_cflags=_flags(native),
                        extra_ldflags=LDFLAGS, build_directory=directory, verbose=False)
         return mod, (time.perf_counter() - t0 if fresh else None)
 
@@ -154,13 +165,51 @@ def load():
         # -march=native first; a compiler that rejects it still gets a portable build.
         for native in (True, False):
             try:
-                _module, _build_seconds = _build(native)
-                return _module
+                mod, secs = _build(native)
             except Exception as e:  # noqa: BLE001 - any build failure means "use the fallback"
                 errors.append(f"{'native' if native else 'portable'} build: {type(e).__name__}: "
                               f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}")
+                continue
+            _install_allocator(mod)
+            _module, _build_seconds = mod, secs
+            return _module
         _error = "; ".join(errors)
         return None
+
+
+_allocator_state = "not installed (the kernels are not loaded)"
+
+
+def _install_allocator(mod) -> None:
+    """Route CPU tensors of 1 MiB or more through the block cache, unless ``$VIDEOMAMBA_CPU_ALLOCATOR``
+    is ``system``. Called once, when the kernels load; tensors that exist already keep their memory."""
+    global _allocator_state
+    choice = os.environ.get(ALLOCATOR_ENV, "blocks").strip().lower() or "blocks"
+    if choice == "system":
+        _allocator_state = f"system ({ALLOCATOR_ENV}=system)"
+    elif choice != "blocks":
+        raise ValueError(f"{ALLOCATOR_ENV} must be 'blocks' or 'system', got {choice!r}")
+    elif mod.install_allocator(BLOCK_MIN_BYTES, BLOCK_SLACK):
+        _allocator_state = f"blocks (tensors of {BLOCK_MIN_BYTES >> 20} MiB or more)"
+    else:
+        _allocator_state = "system (another CPU allocator has priority)"
+
+
+def allocator_state() -> str:
+    """Which CPU allocator serves large tensors: ``blocks (...)`` or ``system (why)``."""
+    return _allocator_state
+
+
+def allocator_stats() -> dict:
+    """The block cache's counters (``installed``, ``hits``, ``misses``, ``unmapped``, and bytes
+    ``in_use`` / ``cached`` / ``peak_in_use`` / ``peak_mapped``); ``{"installed": False}`` without it."""
+    return dict(_module.allocator_stats()) if _module is not None else {"installed": False}
+
+
+def allocator_empty_cache() -> None:
+    """Return every cached block to the system (the blocks in use stay)."""
+    if _module is not None:
+        _module.allocator_empty_cache()
 
 
 def load_error() -> str | None:

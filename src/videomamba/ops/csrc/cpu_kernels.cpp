@@ -1028,6 +1028,8 @@ std::vector<at::Tensor> conv_bwd(const at::Tensor& x, const at::Tensor& weight,
 
 }  // namespace
 
+void register_allocator(pybind11::module& m);  // cpu_allocator.cpp
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "videomamba CPU kernels: selective scan and causal depthwise conv1d, fwd and bwd";
   m.def("fwd", &scan_fwd, "selective scan forward -> (out, last_state or undefined)");
@@ -1038,6 +1040,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("reverse"), pybind11::arg("want_out") = false);
   m.def("conv_fwd", &conv_fwd, "causal depthwise conv1d (+ SiLU) forward");
   m.def("conv_bwd", &conv_bwd, "causal depthwise conv1d (+ SiLU) backward -> fp32 grads");
+  register_allocator(m);
   m.attr("lanes") = W;
   m.attr("tile") = T;
 }
