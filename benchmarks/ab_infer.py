@@ -1,7 +1,8 @@
-"""Inference speed of this tree against an earlier revision, in one run, interleaved.
+"""Inference (or training-step) speed of this tree against an earlier revision, in one run, interleaved.
 
     python benchmarks/ab_infer.py --base REV [--new REV] [--models videomamba_tiny]
                                   [--frames 8 16 32 64] [--batch 1 8] [--dtype fp32 bf16]
+                                  [--mode infer|train] [--variants default ckpt FIELD=VALUE ...]
                                   [--rounds 3] [--out benchmarks/results/ab_infer.json]
 
 Each configuration is measured by the benchmark harness's own child (``harness.child``: a fresh
@@ -10,9 +11,12 @@ two sides in alternating order (base first in even rounds, this tree first in od
 drifts of a shared machine hit both alike. Both revisions (``--new`` defaults to HEAD) are checked
 out into temporary git worktrees and imported from there, so the working tree may change while
 the run goes on. The machine's matmul and copy ceilings
-are measured once at the start, and every configuration gets its roofline
+are measured once at the start, and every inference configuration gets its roofline
 (``benchmarks/harness/roofline.py``): the figure reported per side is the median over rounds of
-the per-round medians, and measured / roofline from that.
+the per-round medians, and measured / roofline from that. ``--mode train`` times a training step
+(forward, backward, AdamW) instead, and ``--variants`` measures each configuration in several
+model settings on both sides: ``default``, ``ckpt`` (gradient checkpointing), a VideoMambaConfig
+override ``FIELD=VALUE``, or several joined with ``,`` (``ckpt,mixer_recompute=never``).
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from harness import analysis, workloads  # noqa: E402
+from harness.cli import _parse_set  # noqa: E402
 from harness.runner import describe_machine, run_spec  # noqa: E402
 from harness.suite import _attach_flops, _m, micro_spec, save_results  # noqa: E402
 
@@ -42,6 +47,10 @@ def parse_args(argv=None):
     p.add_argument("--frames", nargs="+", type=int, default=[8, 16, 32, 64])
     p.add_argument("--batch", nargs="+", type=int, default=[1])
     p.add_argument("--dtype", nargs="+", default=["fp32", "bf16"], choices=("fp32", "bf16"))
+    p.add_argument("--mode", default="infer", choices=("infer", "train"),
+                   help="inference, or a training step (forward, backward, AdamW)")
+    p.add_argument("--variants", nargs="+", default=["default"],
+                   help="model settings measured on both sides: default, ckpt, FIELD=VALUE, joined with ','")
     p.add_argument("--rounds", type=int, default=3, help="measurements per side and configuration")
     p.add_argument("--repeats", type=int, default=3, help="timed runs inside each measurement")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per measurement")
@@ -56,6 +65,22 @@ def _git(*args, cwd=ROOT) -> str:
 def _measure(spec: dict, src: Path, timeout: float) -> dict:
     rec = run_spec(spec, timeout_s=timeout, env={**_clean_env(), "PYTHONPATH": str(src)})
     return {k: rec.get(k) for k in ("status", "median_s", "cpu_share", "peak_rss_mb", "error")}
+
+
+def parse_variant(text: str) -> dict:
+    """``default`` / ``ckpt`` / ``FIELD=VALUE``, joined with ``,`` -> the spec fields it sets."""
+    grad_ckpt, overrides = False, {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if part == "default":
+            continue
+        if part == "ckpt":
+            grad_ckpt = True
+        elif "=" in part:
+            k, v = _parse_set(part)
+            overrides[k] = v
+        else:
+            raise ValueError(f"a variant is 'default', 'ckpt' or FIELD=VALUE (joined with ','), got {part!r}")
+    return {"grad_ckpt": grad_ckpt, "overrides": overrides or None}
 
 
 def _clean_env() -> dict:
@@ -81,6 +106,8 @@ def summarize(specs: list[dict], runs: dict, micro: dict) -> list[dict]:
             row[side] = {"median_s": med, "per_round_s": ts,
                          "cpu_share": [x.get("cpu_share") for x in recs],
                          "peak_rss_mb": [x.get("peak_rss_mb") for x in recs],
+                         "median_peak_rss_mb": statistics.median(mb) if (mb := [x["peak_rss_mb"] for x in recs
+                                                                             if x.get("peak_rss_mb")]) else None,
                          "over_roofline": med / rf["roofline_s"] if med and rf else None,
                          "errors": [x.get("error") for x in recs if x["status"] != "ok"]}
         b, n = row["base"]["median_s"], row["new"]["median_s"]
@@ -93,8 +120,10 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     out = Path(args.out)
     revs = {"base": _git("rev-parse", args.base), "new": _git("rev-parse", args.new)}
-    specs = [{**_m(m, f, batch=b, dtype=d), "repeats": args.repeats, "warmup": 1}
-             for m in args.models for b in args.batch for d in args.dtype for f in args.frames]
+    variants = [parse_variant(v) for v in args.variants]
+    specs = [{**_m(m, f, mode=args.mode, batch=b, dtype=d, **v), "repeats": args.repeats, "warmup": 1}
+             for m in args.models for b in args.batch for d in args.dtype for f in args.frames
+             for v in variants]
     with tempfile.TemporaryDirectory(prefix="vm_ab.") as tmp:
         trees = {side: Path(tmp) / side for side in revs}
         for side, rev in revs.items():
@@ -128,11 +157,13 @@ def main(argv=None) -> dict:
             "machine": describe_machine(), "micro": micro, "rows": rows}
     out.parent.mkdir(parents=True, exist_ok=True)
     save_results(out, data)
-    print(f"\n{'configuration':42s} {'base s':>8s} {'new s':>8s} {'speed-up':>8s} {'new/roofline':>12s}")
+    print(f"\n{'configuration':60s} {'base s':>8s} {'new s':>8s} {'speed-up':>8s} {'new/roofline':>12s}"
+          f" {'base MB':>8s} {'new MB':>8s}")
     for row in rows:
         fmt = lambda v, f: f"{v:{f}}" if v is not None else "-"  # noqa: E731
-        print(f"{row['id']:42s} {fmt(row['base']['median_s'], '8.3f'):>8s} {fmt(row['new']['median_s'], '8.3f'):>8s} "
-              f"{fmt(row['speedup'], '7.2f'):>7s}x {fmt(row['new']['over_roofline'], '11.2f'):>11s}x")
+        print(f"{row['id']:60s} {fmt(row['base']['median_s'], '8.3f'):>8s} {fmt(row['new']['median_s'], '8.3f'):>8s} "
+              f"{fmt(row['speedup'], '7.2f'):>7s}x {fmt(row['new']['over_roofline'], '11.2f'):>11s}x"
+              f" {fmt(row['base']['median_peak_rss_mb'], '8.0f'):>8s} {fmt(row['new']['median_peak_rss_mb'], '8.0f'):>8s}")
     print(f"results: {out}")
     return data
 

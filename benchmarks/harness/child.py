@@ -129,7 +129,9 @@ def run_model(spec: dict, rec: dict, w: _Writer) -> None:
         rec["cpu_share"] = sum(rec["cpu_s"]) / (sum(rec["times_s"]) * rec["threads"])
     # which allocator served the large tensors: ours installs its block cache when its kernels load
     kernels = sys.modules.get("videomamba.ops.cpu_kernel")
-    rec["cpu_allocator"] = kernels.allocator_state() if kernels else "system (videomamba's kernels not loaded)"
+    state = getattr(kernels, "allocator_state", None)       # (older revisions have none: ab_infer.py)
+    rec["cpu_allocator"] = (state() if state else "system (this revision has no allocator of its own)") \
+        if kernels else "system (videomamba's kernels not loaded)"
     rec["status"] = "ok"
     w.flush()
     if spec.get("saved") and train:
@@ -342,7 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     rec["threads"] = torch.get_num_threads()
     if spec.get("scan_backend"):
         os.environ["VIDEOMAMBA_SCAN_BACKEND"] = spec["scan_backend"]
-    rec["scan_backend"] = _scan_backend_name(spec)
+    # (ours only: resolving the backend loads our kernels, which install their allocator; a peer's
+    # process runs without them, as a user of transformers does)
+    ours = spec.get("kind", "model") == "model" and _is_ours(spec)
+    rec["scan_backend"] = _scan_backend_name(spec) if ours else None
     rec["import_rss_mb"] = _rss_mb()
     w.flush()
     try:
@@ -372,6 +377,11 @@ def _early_runtime():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _is_ours(spec: dict) -> bool:
+    from .workloads import family
+    return family(spec["model"]) == "videomamba"
 
 
 def _scan_backend_name(spec: dict) -> str | None:

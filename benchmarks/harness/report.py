@@ -529,14 +529,23 @@ def _median(xs) -> str:
 
 
 def _process_settings(records, as_user: bool) -> str:
-    """The OpenMP and malloc settings the records of one kind ran with (their distinct values)."""
+    """The OpenMP, malloc and large-tensor allocator settings the records of one kind ran with
+    (their distinct values; the allocator per model family: ours installs its own)."""
     rs = [r for r in records if r.get("spec", {}).get("kind", "model") == "model"
           and analysis.ran_as_user(r) == as_user]
     if not rs:
         return "none in this run"
     omp = sorted({str(r.get("openmp") or "not recorded") for r in rs})
     mal = sorted({str(r.get("malloc") or "not recorded") for r in rs})
-    return f"OpenMP: {' / '.join(omp)}; malloc: {' / '.join(mal)}"
+    line = f"OpenMP: {' / '.join(omp)}; malloc: {' / '.join(mal)}"
+    if any("cpu_allocator" in r for r in rs):
+        fams = {}
+        for r in rs:
+            if r.get("cpu_allocator"):
+                fam = "ours" if workloads.family(r["spec"]["model"]) == "videomamba" else "peers"
+                fams.setdefault(fam, set()).add(str(r["cpu_allocator"]))
+        line += "; large tensors: " + "; ".join(f"{f}: {' / '.join(sorted(v))}" for f, v in sorted(fams.items()))
+    return line
 
 
 def _backend(records) -> str:

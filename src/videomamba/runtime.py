@@ -24,6 +24,11 @@ follows the live tensors, at a price in time (every large tensor is mapped and f
 Not lower: each mapping costs a system call and page faults, which small models feel most.
 The figures, as a user runs it and tuned, are in the benchmark results
 (``python benchmarks/run.py``, rows marked "malloc tuned"; ``python benchmarks/bench_malloc.py``).
+Once the compiled CPU kernels load, tensors of 1 MiB or more no longer come from malloc at all:
+the kernels install an allocator that maps them one by one and reuses freed blocks by size
+(``videomamba.ops.cpu_kernel``, ``VIDEOMAMBA_CPU_ALLOCATOR``), which keeps the footprint near the
+live tensors without the faults; the mmap threshold then matters only for smaller tensors and for
+processes that never load the kernels.
 
 :func:`tune_malloc` is applied by the ``videomamba`` commands that run models for long only when
 ``VIDEOMAMBA_MALLOC_TUNE=1``; benchmark children apply it only where a configuration asks for it

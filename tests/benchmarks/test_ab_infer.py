@@ -43,3 +43,24 @@ def test_bf16_rows_use_the_bf16_matmul_rate_and_a_failed_side_has_no_ratio():
     r32, r16 = ab_infer.summarize([fp32, bf16], runs, MICRO)
     assert r16["roofline_s"] < r32["roofline_s"]
     assert r16["new"]["median_s"] is None and r16["speedup"] is None and r16["new"]["over_roofline"] is None
+
+
+def test_variants_parse_into_spec_fields_and_ids():
+    assert ab_infer.parse_variant("default") == {"grad_ckpt": False, "overrides": None}
+    v = ab_infer.parse_variant("ckpt,mixer_recompute=never")
+    assert v == {"grad_ckpt": True, "overrides": {"mixer_recompute": "never"}}
+    assert ab_infer.parse_variant("depth=4")["overrides"] == {"depth": 4}        # numbers as numbers
+    spec = _m("videomamba_tiny", 64, mode="train", **v)
+    assert workloads.spec_id(spec) == "train/videomamba_tiny+ckpt+mixer_recompute=never/T64/B1/fp32/cpu"
+    with pytest.raises(ValueError, match="a variant is 'default', 'ckpt' or FIELD=VALUE"):
+        ab_infer.parse_variant("never")
+
+
+def test_training_rows_have_no_roofline_and_a_median_peak():
+    spec = _m("videomamba_tiny", 64, mode="train")
+    runs = {workloads.spec_id(spec): {"base": [_rec(7.0), _rec(6.0)], "new": [_rec(5.0), _rec(6.0)]}}
+    runs[workloads.spec_id(spec)]["new"][0]["peak_rss_mb"] = 300.0
+    (row,) = ab_infer.summarize([spec], runs, MICRO)
+    assert row["roofline_s"] is None and row["new"]["over_roofline"] is None
+    assert row["speedup"] == pytest.approx(6.5 / 5.5)
+    assert row["new"]["median_peak_rss_mb"] == pytest.approx(350.0) and row["base"]["median_peak_rss_mb"] == 400.0

@@ -143,7 +143,10 @@ def test_cli_runs_a_toy_config_and_writes_json_page_and_plots(tmp_path):
     # as a user's `videomamba` process runs: glibc's malloc untouched, OpenMP waiting passively
     assert r["as_user"] is True and r["malloc"] == "default: glibc's own (not tuned)"
     assert r["openmp"] in ("OMP_WAIT_POLICY=PASSIVE",) or r["openmp"].startswith("environment:")
+    # our kernels installed their allocator for large tensors, and the record and the page say so
+    assert r["cpu_allocator"] == "blocks (tensors of 1 MiB or more)"
     page = (out / "RESULTS.md").read_text()
+    assert "; large tensors: ours: " in page and "blocks (tensors of 1 MiB or more)" in page
     assert "## Machine" in page and "toy VideoMamba" in page and "## Targets" in page
     assert "toy VideoMamba [release-equivalent: sequential reference scan]" in page
     assert "| process settings (as a user runs it) | OpenMP: OMP_WAIT_POLICY=PASSIVE; malloc: default: glibc's own" \
@@ -161,6 +164,9 @@ def test_peer_with_gradient_checkpointing_and_a_tuned_row():
     r = run_spec({**spec, "repeats": 1, "env": suite.TUNED_ENV}, timeout_s=300)
     assert r["status"] == "ok", r
     assert r["as_user"] is False and r["malloc"] == "mallopt M_MMAP_THRESHOLD=1048576"
+    # a peer's process never loads our kernels, so its tensors come from torch's own allocator, as
+    # for a user of transformers
+    assert r["cpu_allocator"] == "system (videomamba's kernels not loaded)" and r["scan_backend"] is None
 
 
 # ------------------------------------------------------------------------- targets and report
