@@ -79,6 +79,12 @@ class _KnownProjection(torch.autograd.Function):
         return dx, dw, None
 
 
+def _project(weight: torch.Tensor, x: torch.Tensor, known: torch.Tensor | None = None,
+             out: torch.Tensor | None = None) -> torch.Tensor:
+    """``_wmm(weight, x, out)``, or ``known`` (that product, kept earlier) under autograd as if computed."""
+    return _wmm(weight, x, out=out) if known is None else _KnownProjection.apply(x, weight, known)
+
+
 def _mm_tokens(y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """y (B, E, L) channels-first, possibly a view into a larger buffer -> y^T weight^T (B, L, D).
 
@@ -208,10 +214,8 @@ class BiMambaMixer(nn.Module):
         """
         R, N = self.dt_rank, self.d_state
         dt = _mm_dtype(u)
-        if known is not None:
-            x_dbl = _KnownProjection.apply(u, x_proj.weight, known)
-        else:
-            x_dbl = _wmm(x_proj.weight, u, out=scratch("x_dbl", u, R + 2 * N, dt))    # (B, R+2N, L)
+        x_dbl = _project(x_proj.weight, u, known,
+                         out=None if known is not None else scratch("x_dbl", u, R + 2 * N, dt))  # (B, R+2N, L)
         if kept is not None:
             kept.append(x_dbl)
         dr, Bm, Cm = torch.split(x_dbl, [R, N, N], dim=1)
@@ -241,7 +245,7 @@ class BiMambaMixer(nn.Module):
         from ..ops.library import scan_bwd_with_output
 
         hT = hidden.transpose(1, 2)
-        xz = _wmm(self.in_proj.weight, hT) if not kept else _KnownProjection.apply(hT, self.in_proj.weight, kept[0])
+        xz = _project(self.in_proj.weight, hT, kept[0] if kept else None)
         x, z = xz.chunk(2, dim=1)
         W = self.out_proj.weight
         with torch.autocast(hidden.device.type, enabled=False):
