@@ -130,8 +130,10 @@ def run_model(spec: dict, rec: dict, w: _Writer) -> None:
     # which allocator served the large tensors: ours installs its block cache when its kernels load
     kernels = sys.modules.get("videomamba.ops.cpu_kernel")
     state = getattr(kernels, "allocator_state", None)       # (older revisions have none: ab_infer.py)
-    rec["cpu_allocator"] = (state() if state else "system (this revision has no allocator of its own)") \
-        if kernels else "system (videomamba's kernels not loaded)"
+    if kernels is None:
+        rec["cpu_allocator"] = "system (videomamba's kernels not loaded)"
+    else:
+        rec["cpu_allocator"] = state() if state else "system (this revision has no allocator of its own)"
     rec["status"] = "ok"
     w.flush()
     if spec.get("saved") and train:
@@ -346,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["VIDEOMAMBA_SCAN_BACKEND"] = spec["scan_backend"]
     # (ours only: resolving the backend loads our kernels, which install their allocator; a peer's
     # process runs without them, as a user of transformers does)
-    ours = spec.get("kind", "model") == "model" and _is_ours(spec)
+    from .workloads import is_ours
+    ours = spec.get("kind", "model") == "model" and is_ours(spec["model"])
     rec["scan_backend"] = _scan_backend_name(spec) if ours else None
     rec["import_rss_mb"] = _rss_mb()
     w.flush()
@@ -377,11 +380,6 @@ def _early_runtime():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-def _is_ours(spec: dict) -> bool:
-    from .workloads import family
-    return family(spec["model"]) == "videomamba"
 
 
 def _scan_backend_name(spec: dict) -> str | None:

@@ -542,7 +542,7 @@ def _process_settings(records, as_user: bool) -> str:
         fams = {}
         for r in rs:
             if r.get("cpu_allocator"):
-                fam = "ours" if workloads.family(r["spec"]["model"]) == "videomamba" else "peers"
+                fam = "ours" if workloads.is_ours(r["spec"]["model"]) else "peers"
                 fams.setdefault(fam, set()).add(str(r["cpu_allocator"]))
         line += "; large tensors: " + "; ".join(f"{f}: {' / '.join(sorted(v))}" for f, v in sorted(fams.items()))
     return line
@@ -551,5 +551,5 @@ def _process_settings(records, as_user: bool) -> str:
 def _backend(records) -> str:
     names = sorted({r.get("scan_backend") for r in records if r.get("scan_backend")
                     and r.get("spec", {}).get("kind", "model") == "model"
-                    and workloads.family(r["spec"]["model"]) == "videomamba"})
+                    and workloads.is_ours(r["spec"]["model"])})
     return ", ".join(names) or "?"

@@ -52,6 +52,11 @@ def family(model: str) -> str:
     return MODELS[model][0]
 
 
+def is_ours(model: str) -> bool:
+    """Whether a benchmark model is a VideoMamba (the rest are transformers' peers)."""
+    return family(model) == "videomamba"
+
+
 def supported_attn(model: str) -> tuple[str, ...]:
     """Attention implementations a peer supports here; () for models without attention."""
     fam = family(model)
@@ -155,14 +160,14 @@ def make_input(spec: dict, device=None):
     import torch
 
     B, T, S = spec["batch"], spec["frames"], spec.get("img", 224)
-    if family(spec["model"]) == "videomamba":
+    if is_ours(spec["model"]):
         return torch.randn(B, 3, T, S, S, device=device)
     return torch.randn(B, T, 3, S, S, device=device)
 
 
 def forward(model, spec: dict, x):
     """Logits for one batch, whatever the model's call convention."""
-    if family(spec["model"]) == "videomamba":
+    if is_ours(spec["model"]):
         return model(x)
     return model(pixel_values=x).logits
 
@@ -174,7 +179,7 @@ def gflops(spec: dict) -> dict:
     FlopCounterMode on the meta device (no memory, no time), halved to multiply-adds.
     """
     B = spec["batch"]
-    if family(spec["model"]) == "videomamba":
+    if is_ours(spec["model"]):
         from videomamba.models.flops import count_flops
         c = count_flops(videomamba_config(spec))
         scan = c.breakdown["scan"]
