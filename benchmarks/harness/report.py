@@ -26,12 +26,14 @@ def cell(r: dict | None, what: str = "both") -> str:
             t += f" (>{_fmt_s(max(done))} s)" if done else ""
         return t + ("\\*" if r.get("inferred") else "")
     mem = analysis.peak_mb(r)
-    busy = "†" if (r.get("cpu_share") or 1.0) < BUSY_SHARE else ""
+    shares = [x.get("cpu_share") or 1.0 for x in [r, *analysis.good_rounds(r)]]
+    busy = "†" if statistics.median(shares) < BUSY_SHARE else ""
+    busy += "‡" if analysis.good_rounds(r) else ""
     if what == "time":
-        return _fmt_s(r["median_s"]) + busy
+        return _fmt_s(analysis.step_s(r)) + busy
     if what == "mem":
         return f"{mem:.0f}"
-    return f"{_fmt_s(r['median_s'])} s{busy} / {mem:.0f} MB"
+    return f"{_fmt_s(analysis.step_s(r))} s{busy} / {mem:.0f} MB"
 
 
 def _variants(records, **match) -> list[tuple]:
@@ -358,7 +360,7 @@ def plots(data: dict, out_dir: Path) -> list[Path]:
             for T in frames:
                 r = analysis.find(tr, **_vmatch(v), frames=T, batch=1, dtype="fp32")
                 good = r is not None and r["status"] == "ok"
-                ts.append(r["median_s"] if good else 0)
+                ts.append(analysis.step_s(r) if good else 0)
                 ms.append(analysis.peak_mb(r) if good else 0)
             xs = [i + j * width for i in range(len(frames))]
             axes[0].bar(xs, ts, width, label=_label(v))
@@ -461,7 +463,14 @@ def write_page(data: dict, page: Path, plot_dir: Path, command: "str | list[str]
           "Cells read `median time / peak memory`; `OOM` = over the memory budget, `timeout` = over the "
           "time budget; `\\*` = not run because fewer frames of the same series already failed; "
           f"`†` = the process got less than {BUSY_SHARE:.0%} of its cores (other load): that time is inflated, "
-          "and ratios against unmarked cells are biased."]
+          "and ratios against unmarked cells are biased; "
+          "`‡` = measured in several rounds spread over the run (the configurations the training-time targets "
+          "compare): the time is the median of the rounds' medians, the memory the highest peak of the rounds."]
+    rounds = [r for r in records if analysis.good_rounds(r)]
+    if rounds:
+        L += ["", "Rounds (median time of each, in the order they ran): " + "; ".join(
+            f"{workloads.spec_label(r['spec'])} {r['spec']['frames']}f: "
+            + ", ".join(f"{m:.2f}" for m in analysis.round_medians(r)) + " s" for r in rounds) + "."]
     tg = analysis.targets(records, data.get("micro", {}).get("cpu"))
     L += ["", "## Targets", "", targets_table(tg)]
     if data.get("micro"):
