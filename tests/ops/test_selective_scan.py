@@ -357,3 +357,51 @@ def test_backward_with_output_recomputes_the_forward(z, reverse):
     for name, a, b in zip(ARG_NAMES, grads, plain):
         if b is not None and b.numel():
             torch.testing.assert_close(a, b.view(a.shape), rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_backward_adds_into_given_targets(dtype, reverse):
+    """dz_into / out_into receive dz and the output added to what they hold, with the numbers of a
+    separate call followed by add_, bit for bit; the other gradients are unchanged."""
+    from videomamba.ops.library import scan_bwd_with_output
+
+    cpu_kernel_or_skip()
+    # E = 24: one full block of 16 lanes and one of 8; L = 150: whole and partial tiles
+    x = {k: (v if v is None or k not in ("u", "delta", "z") else v.to(dtype))
+         for k, v in scan_inputs(Bz=2, E=24, N=8, L=150).items()}
+    g = torch.Generator().manual_seed(4)
+    dout = torch.randn(2, 24, 150, generator=g)
+    dz0, out0 = torch.randn(2, 24, 150, generator=g), torch.randn(2, 24, 150, generator=g)
+    args = (*(x[k] for k in ARG_NAMES), True, reverse, dout)
+    *grads, out = scan_bwd_with_output(*args)
+    dz_into, out_into = dz0.clone(), out0.clone()
+    *got, got_out = scan_bwd_with_output(*args, dz_into=dz_into, out_into=out_into)
+    assert got[6] is dz_into and got_out is out_into
+    assert torch.equal(dz_into, dz0.clone().add_(grads[6]))
+    assert torch.equal(out_into, out0.clone().add_(out))
+    for name, a, b in zip(ARG_NAMES, got, grads):
+        if name != "z" and b is not None:
+            assert torch.equal(a, b), name
+    # one target alone
+    *_, only_out = scan_bwd_with_output(*args, out_into=out0.clone())
+    assert torch.equal(only_out, out0.clone().add_(out))
+
+
+def test_backward_targets_are_checked():
+    from videomamba.ops.library import scan_bwd_with_output
+
+    kernel = cpu_kernel_or_skip()
+    x = scan_inputs(Bz=1, E=8, N=4, L=20)
+    dout = torch.randn(1, 8, 20)
+    args = (*(x[k] for k in ARG_NAMES), True, False, dout)
+    for bad in (torch.zeros(1, 8, 21), torch.zeros(1, 8, 20, dtype=torch.bfloat16),
+                torch.zeros(1, 20, 8).transpose(1, 2)):
+        with pytest.raises(RuntimeError, match=r"dz_into must be a contiguous fp32 CPU tensor of shape \(1, 8, 20\)"):
+            scan_bwd_with_output(*args, dz_into=bad)
+    with pytest.raises(RuntimeError, match="dz_into needs z"):
+        scan_bwd_with_output(*(x[k] if k != "z" else None for k in ARG_NAMES), True, False, dout,
+                             dz_into=torch.zeros(1, 8, 20))
+    grouped = [x[k] if k not in ("B", "C") else x[k].unsqueeze(1) for k in ARG_NAMES]
+    with pytest.raises(RuntimeError, match="out_into needs want_out"):
+        kernel.load().bwd(*grouped, True, dout, None, False, False, None, torch.zeros(1, 8, 20))

@@ -260,12 +260,12 @@ class BiMambaMixer(nn.Module):
                 (self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b, True)):
             ins = self._scan_inputs(self._conv(x, conv, rev), x_proj, dt_proj, A_log, D,
                                     known=kept[1 + int(rev)] if kept else None)
-            du, ddelta, dA, dB, dC, dD, dz_, dbias, y_ = scan_bwd_with_output(
-                *(t.detach() for t in ins[:6]), z.detach(), ins[6].detach(), True, rev, dy)
+            # the second direction adds its dz and output into the first's
+            du, ddelta, dA, dB, dC, dD, dz, dbias, y = scan_bwd_with_output(
+                *(t.detach() for t in ins[:6]), z.detach(), ins[6].detach(), True, rev, dy,
+                dz_into=dz, out_into=y)
             tensors += ins
             grads += [du, ddelta, dA, dB, dC, dD, dbias]
-            dz = dz_ if dz is None else dz.add_(dz_)
-            y = y_ if y is None else y.add_(y_)
         if self.merge == "mean":
             y = y.mul_(0.5)
         # out_proj's weight gradient, from its input as the forward computed it (in u's dtype)

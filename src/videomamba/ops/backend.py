@@ -12,7 +12,8 @@ Backends (``backend=`` argument, else the innermost ``with use_backend(name):``,
 Every backend computes the same function; both scan directions are the caller's business and
 are never dropped. The causal conv follows the same choice, except that a missing
 ``causal_conv1d`` under ``cuda`` falls back to torch with a warning (the scan, the costly part,
-still runs its kernel).
+still runs its kernel). RMSNorm under autograd runs the CPU kernels' fused forward and backward
+under ``auto`` / ``cpu`` for fp32 CPU tensors, its reference otherwise (``norm.py``).
 """
 from __future__ import annotations
 
@@ -203,11 +204,27 @@ def resolve_conv(backend: str | None, device: torch.device | str, width: int) ->
         return "ref"
     if dev == "cpu" and name in ("auto", "cpu"):
         # The scan's resolution already warned or raised if the kernel is missing.
-        if _cpu_kernel_usable():
-            return "cpu"
-        if name == "cpu":
-            raise RuntimeError("backend 'cpu' was requested but the CPU kernels are unavailable: "
-                               f"{cpu_kernel_status(build=False)[1]}")
+        return _cpu_or_ref(name)
+    return "ref"
+
+
+def resolve_norm(device: torch.device | str) -> str:
+    """RMSNorm's implementation under autograd: ``cpu`` (the compiled kernels' forward and
+    backward) or ``ref``. The requested backend decides as for the causal conv."""
+    name = requested_backend()
+    if torch.device(device).type == "cpu" and name in ("auto", "cpu"):
+        return _cpu_or_ref(name)
+    return "ref"
+
+
+def _cpu_or_ref(name: str) -> str:
+    """``cpu`` when the compiled CPU kernels are usable, else ``ref``; an error if ``name`` (the
+    requested backend) is ``cpu``."""
+    if _cpu_kernel_usable():
+        return "cpu"
+    if name == "cpu":
+        raise RuntimeError("backend 'cpu' was requested but the CPU kernels are unavailable: "
+                           f"{cpu_kernel_status(build=False)[1]}")
     return "ref"
 
 

@@ -280,13 +280,18 @@ def selective_scan_op(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_
     return (out, last) if return_last_state else out
 
 
-def scan_bwd_with_output(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, dout):
+def scan_bwd_with_output(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, dout,
+                         dz_into=None, out_into=None):
     """The CPU kernel's backward, which recomputes the scan's states anyway, also returning the
     forward's output: (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, out), all fp32, dB / dC of
     B's / C's shape. For a caller that recomputes its forward in backward (the blocks' memory-light
-    path) and so need not run the scan forward again. CPU tensors, no last-state gradient."""
+    path) and so need not run the scan forward again. CPU tensors, no last-state gradient.
+
+    ``dz_into`` / ``out_into``: fp32 contiguous (B, E, L) tensors that overlap no input; the kernel
+    adds dz / out into them and returns them (the numbers of ``dz_into.add_(dz)``, bit for bit)
+    instead of allocating new ones."""
     *grads, out = _kernel().bwd(u, delta, A, _grouped(B), _grouped(C), D, z, delta_bias, bool(delta_softplus),
-                                dout.float().contiguous(), None, bool(reverse), True)
+                                dout.float().contiguous(), None, bool(reverse), True, dz_into, out_into)
     grads[3], grads[4] = grads[3].view(B.shape), grads[4].view(C.shape)
     return (*grads, out)
 

@@ -1,6 +1,7 @@
-// CPU kernels: the selective scan (forward and backward) and, at the end, the causal depthwise
-// conv1d. The scan's maths and the readable oracle live in
-// ../selective_scan.py (selective_scan_ref); tests/ops compares this file against it.
+// CPU kernels: the selective scan (forward and backward), then the causal depthwise conv1d and
+// RMSNorm. The scan's maths and the readable oracle live in ../selective_scan.py
+// (selective_scan_ref), the others' in ../conv.py and ../norm.py; tests/ops compares this file
+// against them.
 //
 // Glossary: Bsz batch, E channels, L length, N state size, G groups of B/C, Eg = E / G channels
 // per group, W lanes (channels scanned together in one SIMD vector), T time steps per tile.
@@ -36,6 +37,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -355,12 +357,12 @@ struct Problem {
 // Per-thread buffers, reused across work items. Lanes >= nl of the input tiles stay zero, so
 // padded channels scan u = 0 with A = 0 and contribute nothing.
 struct Scratch {
-  std::vector<vf> raw, d, du, u, z, dout, sg, y, o1, o2, o3, o4;  // (T,) tiles
+  std::vector<vf> raw, d, du, u, z, dout, sg, y, o1, o2, o3, o4, acc;  // (T,) tiles
   std::vector<vf> h, g, al2, av, dA, rb, rc;                 // (N,)
   std::vector<vf> hs, as;                                    // (T, N)
   std::vector<vf> ck;                                        // (L / T + 1, N)
   Scratch(int64_t N, int64_t L, bool backward) {
-    for (auto* v : {&raw, &d, &du, &u, &z, &dout, &sg, &y, &o1, &o2, &o3, &o4}) v->assign(T, vf{});
+    for (auto* v : {&raw, &d, &du, &u, &z, &dout, &sg, &y, &o1, &o2, &o3, &o4, &acc}) v->assign(T, vf{});
     for (auto* v : {&h, &g, &al2, &av, &dA, &rb, &rc}) v->assign(N, vf{});
     if (backward) {
       for (auto* v : {&hs, &as}) v->assign(T * N, vf{});
@@ -481,7 +483,18 @@ struct Grads {
   float *dA, *dD, *dbias;            // per batch partials: (Bsz, E, N), (Bsz, E), (Bsz, E)
   float *dB, *dC;                    // per worker partials: (workers, Bsz, G, L, N)
   float* out;                        // (Bsz, E, L) or null: the forward's output, recomputed on the way
+  bool add_dz, add_out;              // dz / out hold values to add to instead of being overwritten
 };
+
+// store_tile into fp32 rows, or with `add` dst = dst + src, as dst.add_(src) computes it; `tmp` is
+// a (T,) scratch tile. src is overwritten with what is stored.
+inline void put_tile(float* dst, vf* src, vf* tmp, int64_t L, int nl, int tc, bool add) {
+  if (add) {
+    load_tile(tmp, dst, L, nl, tc);
+    for (int t = 0; t < tc; ++t) src[t] = tmp[t] + src[t];
+  }
+  store_tile(dst, src, L, nl, tc);
+}
 
 void backward_item(const Problem& P, const Grads& Gr, int64_t b, int64_t g, int64_t e0, int nl,
                    int64_t tid, Scratch& S) {
@@ -588,8 +601,8 @@ void backward_item(const Problem& P, const Grads& Gr, int64_t b, int64_t g, int6
     }
     store_tile(Gr.du + row0 + t0, S.o1.data(), L, nl, tc);
     store_tile(Gr.ddelta + row0 + t0, S.o2.data(), L, nl, tc);
-    if (P.z) store_tile(Gr.dz + row0 + t0, S.o3.data(), L, nl, tc);
-    if (Gr.out) store_tile(Gr.out + row0 + t0, S.o4.data(), L, nl, tc);
+    if (P.z) put_tile(Gr.dz + row0 + t0, S.o3.data(), S.acc.data(), L, nl, tc, Gr.add_dz);
+    if (Gr.out) put_tile(Gr.out + row0 + t0, S.o4.data(), S.acc.data(), L, nl, tc, Gr.add_out);
   }
   for (int w = 0; w < nl; ++w) {
     const int64_t e = b * P.E + e0 + w;
@@ -755,27 +768,47 @@ std::vector<at::Tensor> scan_fwd(const at::Tensor& u, const at::Tensor& delta,
   return {out, last};
 }
 
+// An accumulation target of scan_bwd: absent, or fp32 contiguous (Bsz, E, L) on the CPU.
+bool given_target(const std::optional<at::Tensor>& t, const Problem& P, const char* name) {
+  if (!t.has_value() || !t->defined()) return false;
+  TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kFloat && t->is_contiguous() &&
+                  t->sizes() == at::IntArrayRef({P.Bsz, P.E, P.L}),
+              "selective_scan_cpu backward: ", name, " must be a contiguous fp32 CPU tensor of shape (",
+              P.Bsz, ", ", P.E, ", ", P.L, "), got ", t->scalar_type(), " ", t->sizes(),
+              t->is_contiguous() ? "" : " (not contiguous)");
+  return true;
+}
+
 // Returns fp32 grads (du, ddelta, dA, dB, dC, dD, dz, dbias); the caller casts them to the
 // inputs' dtypes. dlast is the gradient of the returned last state, if any. With want_out, a
 // ninth tensor: the forward's output (fp32), which the backward recomputes anyway, so that a
-// caller that recomputes its forward can skip the scan's own.
+// caller that recomputes its forward can skip the scan's own. dz_into / out_into (fp32
+// contiguous (Bsz, E, L), overlapping no input): the kernel adds dz / the output into them
+// (into + new, the numbers of into.add_(new)) and returns them, instead of new tensors; a caller
+// that sums the two directions' scans then allocates neither sum.
 std::vector<at::Tensor> scan_bwd(const at::Tensor& u, const at::Tensor& delta,
                                  const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
                                  const std::optional<at::Tensor>& D,
                                  const std::optional<at::Tensor>& z,
                                  const std::optional<at::Tensor>& bias, bool softplus,
                                  const at::Tensor& dout, const std::optional<at::Tensor>& dlast,
-                                 bool reverse, bool want_out) {
+                                 bool reverse, bool want_out,
+                                 const std::optional<at::Tensor>& dz_into,
+                                 const std::optional<at::Tensor>& out_into) {
   Prepared r = prepare(u, delta, A, B, C, D, z, bias, softplus, reverse);
   const Problem& P = r.P;
+  const bool add_dz = given_target(dz_into, P, "dz_into");
+  const bool add_out = given_target(out_into, P, "out_into");
+  TORCH_CHECK(!add_dz || P.z, "selective_scan_cpu backward: dz_into needs z");
+  TORCH_CHECK(!add_out || want_out, "selective_scan_cpu backward: out_into needs want_out");
   auto opts = u.options().dtype(at::kFloat);
   const int64_t threads = worker_count(P);  // one dB / dC partial per worker
   at::Tensor dout_f = f32(dout);
   at::Tensor dlast_f;
   const float* dlastp = opt_ptr(dlast, dlast_f);
   at::Tensor du = at::empty({P.Bsz, P.E, P.L}, opts), ddelta = at::empty_like(du);
-  at::Tensor dz = P.z ? at::empty_like(du) : at::Tensor();
-  at::Tensor fout = want_out ? at::empty_like(du) : at::Tensor();
+  at::Tensor dz = add_dz ? *dz_into : P.z ? at::empty_like(du) : at::Tensor();
+  at::Tensor fout = add_out ? *out_into : want_out ? at::empty_like(du) : at::Tensor();
   // Every entry of the per-batch partials is written by its item; the per-worker dB / dC
   // partials are zeroed by their worker, and only workers that ran are summed (a nested call
   // runs everything on worker 0).
@@ -786,7 +819,7 @@ std::vector<at::Tensor> scan_bwd(const at::Tensor& u, const at::Tensor& delta,
   Grads Gr{dout_f.data_ptr<float>(), dlastp, du.data_ptr<float>(), ddelta.data_ptr<float>(),
            P.z ? dz.data_ptr<float>() : nullptr, dAp.data_ptr<float>(), dDp.data_ptr<float>(),
            dbiasp.data_ptr<float>(), dBp.data_ptr<float>(), dCp.data_ptr<float>(),
-           want_out ? fout.data_ptr<float>() : nullptr};
+           want_out ? fout.data_ptr<float>() : nullptr, add_dz, add_out};
   std::vector<uint8_t> ran(threads, 0);
   for_each_item(
       P, true,
@@ -1026,20 +1059,120 @@ std::vector<at::Tensor> conv_bwd(const at::Tensor& x, const at::Tensor& weight,
   return {dx, dw.sum(0), bp ? db.sum(0) : at::Tensor()};
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// RMSNorm with a weight over the last dimension, x (R, D) fp32 (R rows), for training:
+//   rstd = 1 / sqrt(mean(x^2) + eps)            out = x * rstd * w
+//   dweight = sum over rows of dy * x * rstd    dx = rstd * (dy * w - x * rstd^2 * mean(dy * w * x))
+// The caller computes rstd (R floats, kept for the backward) with the reference's torch ops, so
+// that the forward's numbers are the reference's bit for bit (torch's reductions sum in an order
+// of their own); the rest is one pass forward and one backward. Rows are cut into chunks of
+// NORM_ROWS; dweight sums one partial per chunk, in chunk order, so its bits do not depend on
+// the thread count.
+
+constexpr int64_t NORM_ROWS = 256;
+
+// Runs fn(first row, end row, chunk) over the chunks of R rows, in parallel.
+template <typename F>
+void for_each_row_chunk(int64_t R, const F& fn) {
+  const int64_t chunks = (R + NORM_ROWS - 1) / NORM_ROWS;
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) fn(c * NORM_ROWS, std::min(R, (c + 1) * NORM_ROWS), c);
+  });
+}
+
+void check_norm_args(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& rstd) {
+  TORCH_CHECK(x.dim() == 2 && weight.dim() == 1 && x.size(1) == weight.size(0) && rstd.dim() == 1 &&
+                  rstd.size(0) == x.size(0),
+              "rms_norm_cpu: expects x (R, D), weight (D,) and rstd (R,), got ", x.sizes(), ", ",
+              weight.sizes(), " and ", rstd.sizes());
+  TORCH_CHECK(x.device().is_cpu() && weight.device().is_cpu() && rstd.device().is_cpu(),
+              "rms_norm_cpu: CPU tensors only");
+}
+
+// -> out (R, D) = (x * rstd) * weight, fp32: the reference's two products in its order.
+at::Tensor rms_norm_fwd(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& rstd) {
+  check_norm_args(x, weight, rstd);
+  const at::Tensor xf = f32(x), wf = f32(weight), rf = f32(rstd);
+  const int64_t R = x.size(0), D = x.size(1);
+  at::Tensor out = at::empty({R, D}, xf.options());
+  const float *xp = xf.data_ptr<float>(), *wp = wf.data_ptr<float>(), *rp = rf.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  for_each_row_chunk(R, [&](int64_t r0, int64_t r1, int64_t) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* xr = xp + r * D;
+      float* orow = op + r * D;
+      const float rs = rp[r];
+      int64_t j = 0;
+      for (; j + W <= D; j += W) store_n(orow + j, load_vec(xr + j) * rs * load_vec(wp + j), W);
+      for (; j < D; ++j) orow[j] = xr[j] * rs * wp[j];
+    }
+  });
+  return out;
+}
+
+// -> (dx (R, D), dweight (D,)), fp32; dy of any floating dtype.
+std::vector<at::Tensor> rms_norm_bwd(const at::Tensor& x, const at::Tensor& weight,
+                                     const at::Tensor& rstd, const at::Tensor& dy) {
+  check_norm_args(x, weight, rstd);
+  TORCH_CHECK(dy.sizes() == x.sizes(), "rms_norm_cpu backward: expects dy of x's shape ", x.sizes(),
+              ", got ", dy.sizes());
+  const at::Tensor xf = f32(x), wf = f32(weight), rf = f32(rstd), gf = f32(dy);
+  const int64_t R = x.size(0), D = x.size(1);
+  const int64_t chunks = (R + NORM_ROWS - 1) / NORM_ROWS;
+  at::Tensor dx = at::empty({R, D}, xf.options());
+  at::Tensor partial = at::zeros({chunks, D}, xf.options());  // dweight per chunk of rows
+  const float *xp = xf.data_ptr<float>(), *wp = wf.data_ptr<float>();
+  const float *rp = rf.data_ptr<float>(), *gp = gf.data_ptr<float>();
+  float *dxp = dx.data_ptr<float>(), *pp = partial.data_ptr<float>();
+  for_each_row_chunk(R, [&](int64_t r0, int64_t r1, int64_t c) {
+    float* dw = pp + c * D;
+    for (int64_t r = r0; r < r1; ++r) {
+      const float *xr = xp + r * D, *gr = gp + r * D;
+      float* dxr = dxp + r * D;
+      const float rs = rp[r];
+      vf acc{};
+      int64_t j = 0;
+      for (; j + W <= D; j += W) acc += load_vec(gr + j) * load_vec(wp + j) * load_vec(xr + j);
+      float s = 0.f;
+      for (int w = 0; w < W; ++w) s += acc[w];
+      for (; j < D; ++j) s += gr[j] * wp[j] * xr[j];
+      const float k = rs * rs * (s / static_cast<float>(D));
+      for (j = 0; j + W <= D; j += W) {
+        const vf xv = load_vec(xr + j), gv = load_vec(gr + j);
+        store_n(dxr + j, rs * (gv * load_vec(wp + j) - xv * k), W);
+        store_n(dw + j, load_vec(dw + j) + gv * xv * rs, W);
+      }
+      for (; j < D; ++j) {
+        dxr[j] = rs * (gr[j] * wp[j] - xr[j] * k);
+        dw[j] += gr[j] * xr[j] * rs;
+      }
+    }
+  });
+  at::Tensor dweight = at::zeros({D}, xf.options());
+  float* dwp = dweight.data_ptr<float>();
+  for (int64_t c = 0; c < chunks; ++c)
+    for (int64_t j = 0; j < D; ++j) dwp[j] += pp[c * D + j];
+  return {dx, dweight};
+}
+
 }  // namespace
 
 void register_allocator(pybind11::module& m);  // cpu_allocator.cpp
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "videomamba CPU kernels: selective scan and causal depthwise conv1d, fwd and bwd";
+  m.doc() = "videomamba CPU kernels: selective scan, causal depthwise conv1d, RMSNorm, fwd and bwd";
   m.def("fwd", &scan_fwd, "selective scan forward -> (out, last_state or undefined)");
   m.def("bwd", &scan_bwd, "selective scan backward -> fp32 grads (+ the forward's output)",
         pybind11::arg("u"), pybind11::arg("delta"), pybind11::arg("A"), pybind11::arg("B"),
         pybind11::arg("C"), pybind11::arg("D"), pybind11::arg("z"), pybind11::arg("bias"),
         pybind11::arg("softplus"), pybind11::arg("dout"), pybind11::arg("dlast"),
-        pybind11::arg("reverse"), pybind11::arg("want_out") = false);
+        pybind11::arg("reverse"), pybind11::arg("want_out") = false,
+        pybind11::arg("dz_into") = pybind11::none(), pybind11::arg("out_into") = pybind11::none());
   m.def("conv_fwd", &conv_fwd, "causal depthwise conv1d (+ SiLU) forward");
   m.def("conv_bwd", &conv_bwd, "causal depthwise conv1d (+ SiLU) backward -> fp32 grads");
+  m.def("rms_norm_fwd", &rms_norm_fwd, "RMSNorm forward (x (R, D), weight, rstd (R,)) -> out, fp32");
+  m.def("rms_norm_bwd", &rms_norm_bwd, "RMSNorm backward (x, weight, rstd, dy) -> (dx, dweight), fp32");
   register_allocator(m);
   m.attr("lanes") = W;
   m.attr("tile") = T;
