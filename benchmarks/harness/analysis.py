@@ -73,7 +73,7 @@ def scaling(records) -> list[dict]:
             continue
         T = [r["spec"]["frames"] for r in rs]
         rows.append({"series": key, "spec": rs[0]["spec"], "frames": T, "as_user": all(ran_as_user(r) for r in rs),
-                     "time": fit_exponent(T, [r["median_s"] for r in rs]),
+                     "time": fit_exponent(T, [step_s(r) for r in rs]),
                      "mem": fit_exponent(T, [peak_mb(r) for r in rs]),
                      "mem_increment": fit_exponent(T, [increment_mb(r) for r in rs])})
     return rows
@@ -199,14 +199,14 @@ def annotate(records, micro_by_device: dict | None) -> None:
         g = r.get("gflops") or {}
         mult = 3.0 if r["spec"]["mode"] == "train" else 1.0     # backward ~ 2x forward
         if g.get("gmacs_full"):
-            r["achieved_gflops"] = 2.0 * mult * g["gmacs_full"] / r["median_s"]
+            r["achieved_gflops"] = 2.0 * mult * g["gmacs_full"] / step_s(r)
         for k in ("roofline_s", "roofline_fraction", "roofline"):
             r.pop(k, None)
         rf = roofline(r, (micro_by_device or {}).get(r["spec"].get("device", "cpu"), {}))
         if rf is not None:
             r["roofline"] = rf
             r["roofline_s"] = rf["roofline_s"]
-            r["roofline_fraction"] = rf["roofline_s"] / r["median_s"]
+            r["roofline_fraction"] = rf["roofline_s"] / step_s(r)
 
 
 def roofline_ratios(records, micro: dict | None, batches=(1,)):
@@ -218,7 +218,7 @@ def roofline_ratios(records, micro: dict | None, batches=(1,)):
             continue
         rf = roofline(r, micro or {})
         if rf is not None:
-            yield s, r["median_s"] / rf["roofline_s"]
+            yield s, step_s(r) / rf["roofline_s"]
 
 
 def roofline_summary(records, micro: dict | None) -> list[dict]:
@@ -263,9 +263,9 @@ def targets(records, micro: dict | None = None) -> list[dict]:
     vm = rec(model="videomamba_tiny", **common)
     vs = rec(model="vit_ti_joint", attn="sdpa", **common)
     if _good(vm, vs):
-        sp = vs["median_s"] / vm["median_s"]
+        sp = step_s(vs) / step_s(vm)
         add("infer 64f: VideoMamba-Ti speed-up over sdpa ViT-Ti", sp, ">= 2", sp >= 2,
-            f"{vm['median_s']:.2f} s vs {vs['median_s']:.2f} s")
+            f"{step_s(vm):.2f} s{rounds_note(vm)} vs {step_s(vs):.2f} s")
         add("infer 64f: peak memory below sdpa ViT-Ti", peak_mb(vm), f"< {peak_mb(vs):.0f} MB",
             peak_mb(vm) < peak_mb(vs), f"{peak_mb(vm):.0f} MB vs {peak_mb(vs):.0f} MB{_incr(vm, vs)}")
     else:
@@ -355,16 +355,16 @@ def targets(records, micro: dict | None = None) -> list[dict]:
     ref8 = rec(model="videomamba_tiny", mode="infer", frames=8, batch=1, dtype="fp32", env=RELEASE_ENV)
     name = "infer 8f: >= 15x faster than the release-equivalent path (sequential reference scan, both directions)"
     if _good(r8, ref8):
-        sp = ref8["median_s"] / r8["median_s"]
+        sp = step_s(ref8) / step_s(r8)
         add(name, sp, ">= 15", sp >= 15,
-            f"{r8['median_s']:.3f} s vs {ref8['median_s']:.3f} s, same run, {r8.get('threads', '?')} thread(s)")
+            f"{step_s(r8):.3f} s vs {step_s(ref8):.3f} s, same run, {r8.get('threads', '?')} thread(s)")
     else:
         add(name, None, ">= 15", None, _why(r8, ref8))
     rf = roofline(r8, micro or {}) if _good(r8) else None
     if rf is not None:
-        x = r8["median_s"] / rf["roofline_s"]
+        x = step_s(r8) / rf["roofline_s"]
         add("infer 8f: within 2x of the roofline", x, "<= 2", x <= 2,
-            f"{r8['median_s']:.3f} s vs roofline {rf['roofline_s']:.3f} s ({rf['bound']}-bound)")
+            f"{step_s(r8):.3f} s{rounds_note(r8)} vs roofline {rf['roofline_s']:.3f} s ({rf['bound']}-bound)")
     else:
         add("infer 8f: within 2x of the roofline", None, "<= 2", None,
             _why(r8) or "the machine's peaks were not measured in this run")
@@ -459,7 +459,7 @@ def ratios_at(records, frames: int, mode: str = "infer", batch: int = 1, dtype: 
             continue
         row = {"spec": s, "status": r["status"]}
         if r["status"] == "ok" and ref is not None and ref["status"] == "ok":
-            row["time_x"] = _ratio(r["median_s"], ref["median_s"])
+            row["time_x"] = _ratio(step_s(r), step_s(ref))
             row["mem_x"] = _ratio(peak_mb(r), peak_mb(ref))
         rows.append(row)
     return rows

@@ -123,7 +123,8 @@ def roofline_table(records) -> str:
         lines.append(f"| {workloads.spec_label(s)} | {s['frames']} | {s['batch']} | {s['dtype']} | "
                      f"{g['gmacs_linear']:.1f} | {roofline_mod.scan_elements(g) / 1e9:.2f} | "
                      f"{_fmt_s(rf['compute_s'])} | {mem} | {_fmt_s(rf['roofline_s'])} | "
-                     f"{_fmt_s(r['median_s'])} | {r['median_s'] / rf['roofline_s']:.2f}× |")
+                     f"{_fmt_s(analysis.step_s(r))}{'‡' if analysis.good_rounds(r) else ''} | "
+                     f"{analysis.step_s(r) / rf['roofline_s']:.2f}× |")
     return "\n".join(lines)
 
 
@@ -324,13 +325,13 @@ def plots(data: dict, out_dir: Path) -> list[Path]:
                 continue
             T = [r["spec"]["frames"] for r in rs]
             style = "-o" if v[0].startswith("videomamba") else "--s"
-            line, = axes[0].plot(T, [r["median_s"] for r in rs], style, label=_label(v))
+            line, = axes[0].plot(T, [analysis.step_s(r) for r in rs], style, label=_label(v))
             axes[1].plot(T, [analysis.peak_mb(r) for r in rs], style, label=_label(v), color=line.get_color())
             fails = [r for r in records if all(r["spec"].get(k) == x for k, x in match.items())
                      and _vkey(r["spec"]) == v
                      and r["status"] in ("oom", "timeout") and not r.get("inferred")]
             for f in fails:   # an x at the failing frame count, at the height of the last success
-                for ax, y in ((axes[0], rs[-1]["median_s"]), (axes[1], analysis.peak_mb(rs[-1]))):
+                for ax, y in ((axes[0], analysis.step_s(rs[-1])), (axes[1], analysis.peak_mb(rs[-1]))):
                     ax.plot([f["spec"]["frames"]], [y], "x", color=line.get_color(), markersize=9)
                     ax.annotate(STATUS_TEXT[f["status"]], (f["spec"]["frames"], y), fontsize=8,
                                 color=line.get_color(), xytext=(4, -10), textcoords="offset points")
@@ -394,7 +395,7 @@ def plots(data: dict, out_dir: Path) -> list[Path]:
             rs = sorted((r for r in rl if (workloads.spec_label(r["spec"]), r["spec"]["dtype"]) == key),
                         key=lambda r: r["spec"]["frames"])
             T = [r["spec"]["frames"] for r in rs]
-            line, = ax.plot(T, [r["median_s"] for r in rs], "-o", label=f"{key[0]} {key[1]} measured")
+            line, = ax.plot(T, [analysis.step_s(r) for r in rs], "-o", label=f"{key[0]} {key[1]} measured")
             ax.plot(T, [r["roofline_s"] for r in rs], ":", color=line.get_color(), label=f"{key[1]} roofline")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -465,7 +466,8 @@ def write_page(data: dict, page: Path, plot_dir: Path, command: "str | list[str]
           f"`†` = the process got less than {BUSY_SHARE:.0%} of its cores (other load): that time is inflated, "
           "and ratios against unmarked cells are biased; "
           "`‡` = measured in several rounds spread over the run (the configurations the training-time targets "
-          "compare): the time is the median of the rounds' medians, the memory the highest peak of the rounds."]
+          "compare, and ours at batch 1 for the roofline targets): the time is the median of the rounds' medians, "
+          "the memory the highest peak of the rounds."]
     rounds = [r for r in records if analysis.good_rounds(r)]
     if rounds:
         L += ["", "Rounds (median time of each, in the order they ran): " + "; ".join(

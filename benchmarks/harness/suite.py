@@ -36,8 +36,9 @@ TUNED_ENV = {"VIDEOMAMBA_MALLOC_TUNE": "1"}
 RELEASE_ENV = dict(analysis.RELEASE_ENV)
 NEVER = {"mixer_recompute": "never"}
 # The configurations the training-time targets compare (ours with its defaults and with every activation
-# kept, sdpa ViT-Ti) run in ROUNDS rounds spread over the full grid: a slow spell of the machine then
-# moves one round, not the target (analysis.step_s takes the median of the rounds' medians).
+# kept, sdpa ViT-Ti) and ours at batch 1 for the roofline targets run in ROUNDS rounds spread over the full
+# grid: a slow spell of the machine then moves one round, not the target (analysis.step_s takes the median
+# of the rounds' medians).
 ROUNDS = 3
 
 
@@ -87,11 +88,14 @@ def full_grid(device: str = "cpu") -> list[dict]:
 
 
 def timing_rounds(device: str = "cpu", k: int = 2) -> list[dict]:
-    """Round ``k`` of the configurations the training-time targets compare (even rounds in reverse order)."""
-    g = [_m(model, T, mode="train", attn=attn, device=device, overrides=over)
-         for T in (16, 64) for model, attn, over in (("videomamba_tiny", None, None),
-                                                     ("videomamba_tiny", None, NEVER),
-                                                     ("vit_ti_joint", "sdpa", None))]
+    """Round ``k`` of the configurations measured in several rounds (even rounds in reverse order): the
+    training-time comparisons, and ours at batch 1, 8-64 frames, fp32 and bf16 (the roofline targets)."""
+    g = [_m(model, T, dtype=dtype, device=device) for model in OURS for dtype in ("fp32", "bf16")
+         for T in FRAMES if T <= 64]
+    g += [_m(model, T, mode="train", attn=attn, device=device, overrides=over)
+          for T in (16, 64) for model, attn, over in (("videomamba_tiny", None, None),
+                                                      ("videomamba_tiny", None, NEVER),
+                                                      ("vit_ti_joint", "sdpa", None))]
     return [{**s, "round": k} for s in (g[::-1] if k % 2 == 0 else g)]
 
 

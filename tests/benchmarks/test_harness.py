@@ -76,7 +76,8 @@ def test_full_grid_covers_the_comparisons():
     assert sorted({s["round"] for s in later}) == list(range(2, suite.ROUNDS + 1))
     assert {workloads.spec_id(s) for s in later} == {
         f"train/{m}/T{T}/B1/fp32/cpu" for T in (16, 64)
-        for m in ("videomamba_tiny", "videomamba_tiny+mixer_recompute=never", "vit_ti_joint/sdpa")}
+        for m in ("videomamba_tiny", "videomamba_tiny+mixer_recompute=never", "vit_ti_joint/sdpa")} | {
+        f"infer/{m}/T{T}/B1/{d}/cpu" for T in (8, 16, 32, 64) for m in suite.OURS for d in ("fp32", "bf16")}
     ordered = suite._sorted_series(suite.full_grid())
     pos = [i for i, s in enumerate(ordered) if s.get("round", 1) > 1]
     first_train = max(i for i, s in enumerate(ordered) if s["mode"] == "train" and s.get("round", 1) == 1)
@@ -295,6 +296,18 @@ def test_training_targets_take_the_median_of_the_rounds():
     t64 = tg["train 64f: VideoMamba-Ti (defaults) >= 3x the steps/s of sdpa ViT-Ti, peak memory <= the peer's"]
     assert t64["value"] == pytest.approx(45.0 / 6.6)
     assert report.cell(dflt) == "6.60 s‡ / 2950 MB" and report.cell(peer) == "45.00 s / 2600 MB"
+    # the roofline targets take the rounds too: Ti fp32 at 64 frames ran 2.0 s in round 1, then 1.0 and 1.1 s
+    name = "infer 8-64f, batch 1 and 8: videomamba_tiny fp32 within 1.6x of the roofline (worst case)"
+    ti64 = analysis.pick(recs, model="videomamba_tiny", mode="infer", frames=64, batch=1, dtype="fp32")
+    rf64 = analysis.roofline_s(ti64, micro)
+    before = tg[name]["value"]
+    ti64["rounds"] = [{"round": 2, "status": "ok", "median_s": 1.0}, {"round": 3, "status": "ok", "median_s": 1.1}]
+    after = {t["target"]: t for t in analysis.targets(recs, micro)}[name]["value"]
+    assert before >= 2.0 / rf64 and after == pytest.approx(max(
+        analysis.step_s(r) / analysis.roofline_s(r, micro) for r in recs
+        if r["spec"]["model"] == "videomamba_tiny" and r["spec"]["mode"] == "infer" and r.get("as_user", True)
+        and not (r["spec"].get("env") or {})))
+    assert analysis.step_s(ti64) == pytest.approx(1.1)
 
 
 def test_a_later_round_lands_in_its_first_rounds_record(tmp_path):
