@@ -426,7 +426,9 @@ def write_page(data: dict, page: Path, plot_dir: Path, command: "str | list[str]
     # run (it decays over minutes), so the CPU share each child obtained is the test of other load.
     shares = [r["cpu_share"] for r in records if r.get("cpu_share") is not None]
     busy = bool(shares) and (statistics.median(shares) < 0.9 or min(shares) < BUSY_SHARE)
-    L = [f"# VideoMamba benchmarks: results ({data.get('mode') or 'custom'} run)", ""]
+    only = (data.get("settings") or {}).get("only")
+    L = [f"# VideoMamba benchmarks: results ({data.get('mode') or 'custom'} run"
+         + (f", only the configurations matching `{only}`" if only else "") + ")", ""]
     when = _measured_when(m, hist)
     L += [f"Measured on `{m['hostname']}`: {when}. "
           "Ratios are within this one run; times are medians over the timed runs after warm-up "
