@@ -79,16 +79,10 @@ def scaling(records) -> list[dict]:
     return rows
 
 
-def _own_peak_mb(r: dict) -> float | None:
-    if r.get("spec", {}).get("device", "cpu") == "cuda":
-        return r.get("peak_cuda_mb")
-    return r.get("peak_rss_mb")
-
-
 def peak_mb(r: dict) -> float | None:
     """The configuration's peak memory: the highest of its rounds (:func:`step_s`) where it ran in several."""
-    peaks = [p for p in [_own_peak_mb(r)] + [_own_peak_mb({**x, "spec": r.get("spec", {})})
-                                             for x in good_rounds(r)] if p is not None]
+    key = "peak_cuda_mb" if r.get("spec", {}).get("device", "cpu") == "cuda" else "peak_rss_mb"
+    peaks = [x.get(key) for x in [r, *good_rounds(r)] if x.get(key) is not None]
     return max(peaks) if peaks else None
 
 

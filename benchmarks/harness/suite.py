@@ -268,19 +268,26 @@ def run_suite(grid: list[dict], results_path: Path, *, timeout_s: float = 600.0,
         log("[prepare] one untimed toy run (kernel build, caches)")
         run_spec({**_m("toy_videomamba", 2, img=32), "repeats": 1, "threads": threads}, timeout_s=900)
 
+    def with_settings(spec: dict) -> dict:
+        return {**spec, "repeats": repeats, "warmup": warmup, **({"threads": threads} if threads else {})}
+
+    def measure(spec: dict) -> dict:
+        return run_spec(spec, timeout_s=timeout_s, mem_limit_mb=mem_limit_mb, env=env)
+
     failed: dict[tuple, dict] = {}
     for i, spec in enumerate(grid):
         sid = workloads.spec_id(spec)
         if spec.get("round", 1) > 1:
-            _run_round(spec, sid, i, len(grid), done, failed, data, results_path, resume,
-                       dict(timeout_s=timeout_s, mem_limit_mb=mem_limit_mb, env=env), repeats, warmup, threads, log)
+            head = f"[{i + 1}/{len(grid)}] {sid} round {spec['round']}"
+            if _run_round(with_settings(spec), done.get(sid), failed, resume, measure, head, log):
+                save_results(results_path, data)
             continue
         if resume and sid in done and done[sid].get("status") in ("ok", "oom", "timeout", "unsupported"):
             r = done[sid]
             if r["status"] in ("oom", "timeout"):
                 failed.setdefault(analysis.series_key(spec), r)
             continue
-        spec = {**spec, "repeats": repeats, "warmup": warmup, **({"threads": threads} if threads else {})}
+        spec = with_settings(spec)
         key = analysis.series_key(spec)
         if spec.get("attn") and spec["attn"] not in workloads.supported_attn(spec["model"]):
             rec = {"status": "unsupported", "error": f"{spec['model']} has no {spec['attn']} attention in transformers"}
@@ -290,7 +297,7 @@ def run_suite(grid: list[dict], results_path: Path, *, timeout_s: float = 600.0,
                    "error": f"not run: {f['spec']['frames']} frames of this series already hit {f['status']}"}
         else:
             log(f"[{i + 1}/{len(grid)}] {sid} ...")
-            rec = run_spec(spec, timeout_s=timeout_s, mem_limit_mb=mem_limit_mb, env=env)
+            rec = measure(spec)
             if rec["status"] in ("oom", "timeout"):
                 failed[key] = {**rec, "spec": spec}
         rec["spec"], rec["id"] = spec, sid
@@ -312,24 +319,22 @@ def run_suite(grid: list[dict], results_path: Path, *, timeout_s: float = 600.0,
     return data
 
 
-def _run_round(spec, sid, i, n, done, failed, data, results_path, resume, run_kw, repeats, warmup, threads, log):
-    """Measure a later round of a configuration of this run into its record's ``rounds`` (replacing an
-    earlier measurement of the same round). Skipped where the first round did not complete."""
+def _run_round(spec, first, failed, resume, measure, head, log) -> bool:
+    """Measure a later round of a configuration into its first round's record ``first`` (its ``rounds``,
+    replacing an earlier measurement of the same round); whether anything was measured. Skipped where the
+    first round did not complete, and on resume where this round did."""
     k = spec["round"]
-    first = done.get(sid)
     if first is None or first.get("status") != "ok" or analysis.series_key(spec) in failed:
-        log(f"[{i + 1}/{n}] {sid} round {k}: skipped (its first round did not complete)")
-        return
+        log(f"{head}: skipped (its first round did not complete)")
+        return False
     if resume and any(x.get("round") == k and x.get("status") == "ok" for x in first.get("rounds") or []):
-        return
-    spec = {**spec, "repeats": repeats, "warmup": warmup, **({"threads": threads} if threads else {})}
-    log(f"[{i + 1}/{n}] {sid} round {k} ...")
-    rec = run_spec(spec, **run_kw)
-    rec = {key: rec[key] for key in ROUND_FIELDS if key in rec}
+        return False
+    log(f"{head} ...")
+    rec = {key: v for key, v in measure(spec).items() if key in ROUND_FIELDS}
     rec["round"] = k
     log("    " + _one_line(rec))
     first["rounds"] = [x for x in first.get("rounds") or [] if x.get("round") != k] + [rec]
-    save_results(results_path, data)
+    return True
 
 
 # what a later round keeps of its record (the rest is the first round's: spec, model, flops)
