@@ -9,7 +9,9 @@ so a parent that has to kill it still finds the runs that finished). Kinds of sp
   they would not fit in ``budget_s`` (``n`` in the record says how many ran). Optional
   ``profile``: after timing, one more run under ``torch.profiler``; the top operators by self CPU
   time (and, for training, by memory) go into the record. Optional ``saved``: bytes that autograd
-  keeps for backward, per module type (training only).
+  keeps for backward, per module type (training only). Optional ``split`` (a number of passes):
+  that many more runs with their time split into the compiled kernels, matrix products, other
+  operators and the rest (:func:`time_split`).
 - ``micro``: the machine's own ceilings for the roofline: fp32 / bf16 matmul throughput and
   the copy bandwidth per working set.
 
@@ -144,6 +146,9 @@ def run_model(spec: dict, rec: dict, w: _Writer) -> None:
         w.flush()
     if spec.get("memtrace"):
         rec["memtrace"] = live_memory_trace(step, [*model.parameters(), *model.buffers(), x])
+        w.flush()
+    if spec.get("split"):
+        rec["split"] = time_split(step, int(spec["split"]))
         w.flush()
 
 
@@ -299,6 +304,92 @@ def profile_step(step, train: bool, top: int) -> dict:
         out["by_self_cpu_memory"] = [{"op": e.key, "self_cpu_memory_mb": e.self_cpu_memory_usage / 2**20,
                                       "calls": e.count} for e in mem if e.self_cpu_memory_usage > 0]
     return out
+
+
+# torch operators counted as matrix products in time_split (linear layers decompose into them)
+MATMUL_OPS = frozenset({"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul",
+                        "aten::convolution"})
+# the compiled kernels' entry points (videomamba/ops/csrc) and the part each one is counted in
+KERNEL_PARTS = {"fwd": "scan_kernel", "bwd": "scan_kernel", "conv_fwd": "conv_kernel",
+                "conv_bwd": "conv_kernel", "rms_norm_fwd": "norm_kernel", "rms_norm_bwd": "norm_kernel"}
+
+
+def time_split(step, passes: int) -> dict:
+    """``passes`` more runs of ``step``, each with its wall time split by where it goes.
+
+    Parts: the compiled kernels (scan, causal conv, RMSNorm; timed around every call into the
+    extension module), torch's matrix products (:data:`MATMUL_OPS`) and its other operators (every
+    operator call timed through a dispatch mode, which sees them after autocast), and ``rest``: the
+    pass's wall time less all of those (Python, module calls, dispatch, the timing itself). Per
+    part: the median over the passes, in seconds; ``wall_s`` is the instrumented passes' median
+    (slower than an uninstrumented run by the timing's own cost), ``top_ops`` the operators that
+    took the most time in the last pass."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    kernels = sys.modules.get("videomamba.ops.cpu_kernel")
+    mod = kernels.load() if kernels is not None else None
+    acc: dict[str, float] = {}
+    per_op: dict[str, float] = {}
+
+    def add(part: str, dt: float, op: str | None = None) -> None:
+        acc[part] = acc.get(part, 0.0) + dt
+        if op is not None:
+            per_op[op] = per_op.get(op, 0.0) + dt
+
+    def wrap(name, fn, part):
+        def timed(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                add(part, time.perf_counter() - t0, "kernel " + name)
+        return timed
+
+    class _OpTimer(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func._schema.name
+            if name.startswith("videomamba::"):      # a kernel's custom op: the kernel call is timed
+                return func(*args, **(kwargs or {}))
+            t0 = time.perf_counter()
+            out = func(*args, **(kwargs or {}))
+            add("matmul" if name in MATMUL_OPS else "other_ops", time.perf_counter() - t0, name)
+            return out
+
+    saved = {}
+    if mod is not None:
+        for name, part in KERNEL_PARTS.items():
+            if hasattr(mod, name):
+                saved[name] = getattr(mod, name)
+                setattr(mod, name, wrap(name, saved[name], part))
+    parts = ("scan_kernel", "conv_kernel", "norm_kernel", "matmul", "other_ops", "rest")
+    runs = {p: [] for p in parts}
+    walls = []
+    try:
+        for _ in range(max(1, passes)):
+            acc.clear()
+            per_op.clear()
+            t0 = time.perf_counter()
+            with _OpTimer():
+                step()
+            wall = time.perf_counter() - t0
+            walls.append(wall)
+            for p in parts[:-1]:
+                runs[p].append(acc.get(p, 0.0))
+            runs["rest"].append(max(wall - sum(acc.values()), 0.0))
+    finally:
+        for name, fn in saved.items():
+            setattr(mod, name, fn)
+
+    def med(xs):
+        xs = sorted(xs)
+        n = len(xs)
+        return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
+
+    top = sorted(per_op.items(), key=lambda kv: -kv[1])[:12]
+    return {"passes": len(walls), "wall_s": med(walls), "parts_s": {p: med(v) for p, v in runs.items()},
+            "kernels_loaded": mod is not None,
+            "top_ops": [{"op": k, "s": v} for k, v in top]}
 
 
 def run_micro(spec: dict, rec: dict, w: _Writer) -> None:
