@@ -307,8 +307,10 @@ def profile_step(step, train: bool, top: int) -> dict:
 
 
 # torch operators counted as matrix products in time_split (linear layers decompose into them)
+# (under autocast a convolution reaches the dispatch mode as conv1d / conv2d / conv3d)
 MATMUL_OPS = frozenset({"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul",
-                        "aten::convolution"})
+                        "aten::linear", "aten::convolution", "aten::_convolution", "aten::conv1d",
+                        "aten::conv2d", "aten::conv3d"})
 # the compiled kernels' entry points (videomamba/ops/csrc) and the part each one is counted in
 KERNEL_PARTS = {"fwd": "scan_kernel", "bwd": "scan_kernel", "conv_fwd": "conv_kernel",
                 "conv_bwd": "conv_kernel", "rms_norm_fwd": "norm_kernel", "rms_norm_bwd": "norm_kernel"}

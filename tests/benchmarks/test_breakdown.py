@@ -17,6 +17,7 @@ from harness.suite import _m  # noqa: E402
 def test_time_split_puts_each_kind_of_work_in_its_part():
     a = torch.randn(192, 192)
 
+
     def step():
         torch.mm(a, a)
         torch.sigmoid(a)
@@ -29,6 +30,19 @@ def test_time_split_puts_each_kind_of_work_in_its_part():
     assert p["scan_kernel"] == p["conv_kernel"] == p["norm_kernel"] == 0.0
     assert 0.03 <= p["rest"] <= r["wall_s"]
     assert {o["op"] for o in r["top_ops"]} >= {"aten::mm", "aten::sigmoid"}
+
+
+def test_time_split_counts_a_patch_embedding_under_autocast_as_a_matrix_product():
+    conv = torch.nn.Conv3d(3, 8, (1, 4, 4), stride=(1, 4, 4))
+    clip = torch.randn(1, 3, 2, 32, 32)
+
+    def step():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            conv(clip)
+
+    r = time_split(step, 2)
+    assert r["parts_s"]["matmul"] > 0
+    assert any(o["op"] == "aten::conv3d" for o in r["top_ops"])
 
 
 def test_split_of_a_toy_model_times_the_compiled_kernels():
