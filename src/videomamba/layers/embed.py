@@ -41,7 +41,33 @@ class PatchEmbed(nn.Module):
     def forward(self, x):
         if self.stem is not None:
             x = self.stem(x)
+        elif self._as_matmul(x):
+            return self._unfolded(x)
         return self.proj(x)
+
+    def _as_matmul(self, x) -> bool:
+        """Non-overlapping patches under CPU bf16 autocast: there the same product as one matrix
+        multiplication of the unfolded patches ran faster than oneDNN's bf16 conv3d at every width
+        and frame count measured, up to several times at 64 frames and D >= 384
+        (``benchmarks/bench_patch_embed.py``); fp32 keeps the conv."""
+        return (x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+                and torch.get_autocast_dtype("cpu") == torch.bfloat16
+                and tuple(self.proj.stride) == tuple(self.proj.kernel_size))
+
+    def _unfolded(self, x):
+        """The conv's output (B, D, t, h, w) as unfolded patches @ weight^T (a view of (B, t, h, w, D))."""
+        B, C, T, H, W = x.shape
+        k, p, q = self.proj.kernel_size
+        t, h, w = T // k, H // p, W // q
+        if t == 0 or h == 0 or w == 0:
+            return self.proj(x)              # the conv's own error for an input smaller than a patch
+        x = x[:, :, :t * k, :h * p, :w * q]  # the conv drops what does not fill a patch
+        # (B, C, t, k, h, p, w, q) -> (B, t, h, w, C, k, p, q): the weight's (C, k, p, q) order
+        patches = x.reshape(B, C, t, k, h, p, w, q).permute(0, 2, 4, 6, 1, 3, 5, 7).to(torch.bfloat16)
+        D = self.proj.out_channels
+        out = F.linear(patches.reshape(B * t * h * w, C * k * p * q), self.proj.weight.reshape(D, -1),
+                       self.proj.bias)
+        return out.view(B, t, h, w, D).permute(0, 4, 1, 2, 3)
 
 
 def stem_pool(patch_size: int, stride: int | None, stem: tuple[int, ...]) -> int:
