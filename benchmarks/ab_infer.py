@@ -62,8 +62,16 @@ def _git(*args, cwd=ROOT) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
+def side_env(src: Path) -> dict:
+    """A side's environment: its tree's ``src`` on the path and its own kernel cache next to it.
+    Sharing the user's cache, two revisions with the same kernel sources would share one build
+    directory, and (in revisions before the sources were staged into it) each switch of side
+    rebuilt the kernels before the child's timed runs, whose peak RSS then held the compiler's."""
+    return {**_clean_env(), "PYTHONPATH": str(src), "VIDEOMAMBA_EXT_DIR": str(Path(src).parent / ".ext")}
+
+
 def _measure(spec: dict, src: Path, timeout: float) -> dict:
-    rec = run_spec(spec, timeout_s=timeout, env={**_clean_env(), "PYTHONPATH": str(src)})
+    rec = run_spec(spec, timeout_s=timeout, env=side_env(src))
     return {k: rec.get(k) for k in ("status", "median_s", "cpu_share", "peak_rss_mb", "error")}
 
 
@@ -85,7 +93,7 @@ def parse_variant(text: str) -> dict:
 
 def _clean_env() -> dict:
     import os
-    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIDEOMAMBA_EXT_DIR")}
 
 
 def summarize(specs: list[dict], runs: dict, micro: dict) -> list[dict]:
@@ -135,7 +143,7 @@ def main(argv=None) -> dict:
             micro = run_spec(micro_spec("cpu"), timeout_s=300, env=_clean_env())
             for side, src in sides.items():   # build each side's kernel outside the timed runs
                 run_spec({**_m("toy_videomamba", 2, img=32), "repeats": 1}, timeout_s=900,
-                         env={**_clean_env(), "PYTHONPATH": str(src)})
+                         env=side_env(src))
             runs: dict[str, dict[str, list]] = {workloads.spec_id(s): {"base": [], "new": []} for s in specs}
             for r in range(args.rounds):
                 order = ("base", "new") if r % 2 == 0 else ("new", "base")

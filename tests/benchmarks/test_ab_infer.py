@@ -64,3 +64,12 @@ def test_training_rows_have_no_roofline_and_a_median_peak():
     assert row["roofline_s"] is None and row["new"]["over_roofline"] is None
     assert row["speedup"] == pytest.approx(6.5 / 5.5)
     assert row["new"]["median_peak_rss_mb"] == pytest.approx(350.0) and row["base"]["median_peak_rss_mb"] == 400.0
+
+
+def test_each_side_has_its_own_tree_and_kernel_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("VIDEOMAMBA_EXT_DIR", "/somewhere/shared")
+    monkeypatch.setenv("PYTHONPATH", "/somewhere/else")
+    base, new = ab_infer.side_env(tmp_path / "base" / "src"), ab_infer.side_env(tmp_path / "new" / "src")
+    assert base["PYTHONPATH"] == str(tmp_path / "base" / "src")
+    assert base["VIDEOMAMBA_EXT_DIR"] == str(tmp_path / "base" / ".ext")
+    assert new["VIDEOMAMBA_EXT_DIR"] == str(tmp_path / "new" / ".ext")

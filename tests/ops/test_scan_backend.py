@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import types
 import warnings
 
@@ -216,6 +217,43 @@ def test_failed_build_falls_back_and_warns_once(tmp_path):
     p = _child(tmp_path, setup="cpu_kernel.BASE_FLAGS = ['-fno-such-flag-videomamba']")
     built, finite, warned, _ = _result(p, timeout=300)
     assert (built, finite, warned) == (False, True, 1)
+
+
+def test_sources_are_staged_once_per_content(tmp_path):
+    """Two checkouts of the same sources stage one set of copies, written once; other content
+    is written over them."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+        (d / "k.cpp").write_text("int f() { return 1; }\n")
+    build = tmp_path / "build"
+    first = cpu_kernel.staged_sources(str(build), [a / "k.cpp"])
+    assert first == [str(build / "src" / "k.cpp")]
+    stamp = os.stat(first[0]).st_mtime_ns
+    time.sleep(0.02)
+    assert cpu_kernel.staged_sources(str(build), [b / "k.cpp"]) == first
+    assert os.stat(first[0]).st_mtime_ns == stamp          # not rewritten: ninja sees no change
+    (b / "k.cpp").write_text("int f() { return 2; }\n")
+    cpu_kernel.staged_sources(str(build), [b / "k.cpp"])
+    assert (build / "src" / "k.cpp").read_text() == "int f() { return 2; }\n"
+
+
+@pytest.mark.slow
+def test_a_second_checkout_of_the_same_sources_reuses_the_build(tmp_path):
+    """The build from one checkout serves another one with the same sources, without a rebuild."""
+    cache = tmp_path / "cache"
+    built, finite, _, secs = _result(_child(cache), timeout=900)
+    assert built and finite
+    lib = cache / cpu_kernel.extension_name(True) / f"{cpu_kernel.extension_name(True)}.so"
+    stamp = lib.stat().st_mtime_ns
+    other = tmp_path / "checkout2"
+    other.mkdir()
+    for src in cpu_kernel.SOURCES:
+        (other / src.name).write_bytes(src.read_bytes())
+    setup = f"from pathlib import Path; cpu_kernel.SOURCES = tuple(Path({str(other)!r}) / n for n in {[s.name for s in cpu_kernel.SOURCES]!r})"
+    built, finite, _, secs = _result(_child(cache, setup=setup), timeout=900)
+    assert built and finite and secs == "None"
+    assert lib.stat().st_mtime_ns == stamp
 
 
 @pytest.mark.slow
