@@ -9,6 +9,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import breakdown  # noqa: E402
+from _requirements import require_cpu_kernel  # noqa: E402
 from harness.child import time_split  # noqa: E402
 from harness.runner import run_spec  # noqa: E402
 from harness.suite import _m  # noqa: E402
@@ -46,10 +47,7 @@ def test_time_split_counts_a_patch_embedding_under_autocast_as_a_matrix_product(
 
 
 def test_split_of_a_toy_model_times_the_compiled_kernels():
-    from videomamba.ops import cpu_kernel
-
-    if cpu_kernel.load() is None:
-        pytest.skip(f"compiled kernels unavailable: {cpu_kernel.load_error()}")
+    require_cpu_kernel()
     spec = {**_m("toy_videomamba", 2, img=32), "repeats": 1, "warmup": 1, "split": 2}
     rec = run_spec(spec, timeout_s=300)
     assert rec["status"] == "ok", rec.get("error")
@@ -59,11 +57,8 @@ def test_split_of_a_toy_model_times_the_compiled_kernels():
 
 
 def test_split_times_kernel_calls_in_process_and_restores_the_entry_points():
-    from videomamba.ops import cpu_kernel
-
+    cpu_kernel = require_cpu_kernel()
     mod = cpu_kernel.load()
-    if mod is None:
-        pytest.skip(f"compiled kernels unavailable: {cpu_kernel.load_error()}")
     orig = mod.conv_fwd
     x, w = torch.randn(1, 64, 4096), torch.randn(64, 4)
 
