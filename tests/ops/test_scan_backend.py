@@ -180,6 +180,9 @@ def test_extension_name_tracks_source_flags_and_cpu(monkeypatch):
     portable = cpu_kernel.extension_name(False)
     monkeypatch.setattr(cpu_kernel, "BASE_FLAGS", cpu_kernel.BASE_FLAGS + ["-DX"])
     assert cpu_kernel.extension_name(False) != portable
+    flagged = cpu_kernel.extension_name(False)
+    monkeypatch.setattr(torch, "__file__", "/another/environment/site-packages/torch/__init__.py")
+    assert cpu_kernel.extension_name(False) != flagged  # each environment keeps its own build
 
 
 _CHILD = r"""

@@ -6,8 +6,10 @@ The C++ sources (``csrc/cpu_kernels.cpp``, ``csrc/cpu_allocator.cpp``) are compi
 2-core machine at load average 10) with ``torch.utils.cpp_extension.load`` and cached in
 torch's extension directory, or in
 ``$VIDEOMAMBA_EXT_DIR`` when set. The module name carries a hash of the source, the compiler
-flags, torch's version and the CPU's feature flags: a ``-march=native`` binary is never loaded on
-a CPU with other features. Concurrent first builds (DataLoader workers, DDP ranks, pytest
+flags, torch's version and location and the CPU's feature flags: a ``-march=native`` binary is
+never loaded on a CPU with other features, and each environment keeps its own build. Checkouts of
+the same code in one environment share it: the build compiles copies of the sources staged in
+the build directory (:func:`staged_sources`). Concurrent first builds (DataLoader workers, DDP ranks, pytest
 processes) are serialised by an ``flock`` on a file next to the build, which also clears a
 torch ``lock`` file left behind by a build that was killed (torch's own lock would wait on it
 forever). If the build fails (no compiler, no ninja, MSVC: the source uses GCC / Clang vector
@@ -76,7 +78,10 @@ def _flags(native: bool) -> list[str]:
 
 def extension_name(native: bool = True) -> str:
     h = hashlib.sha256()
+    # torch's location too: its headers' paths go into the build file, so two environments sharing
+    # the cache would otherwise rebuild each other's build in every process that alternates
     for part in (*(src.read_bytes() for src in SOURCES), " ".join(_flags(native)).encode(), torch.__version__.encode(),
+                 os.path.dirname(os.path.abspath(torch.__file__)).encode(),
                  (_cpu_fingerprint() if native else platform.machine()).encode()):
         h.update(part)
         h.update(b"\0")
