@@ -26,11 +26,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from harness import analysis, workloads  # noqa: E402
-from videomamba.fileio import atomic_write_text  # noqa: E402
+from harness.child import SPLIT_PARTS  # noqa: E402
 from harness.runner import describe_machine, run_spec  # noqa: E402
 from harness.suite import _attach_flops, _m, micro_spec, save_results  # noqa: E402
-
-PARTS = ("scan_kernel", "matmul", "conv_kernel", "norm_kernel", "other_ops", "rest")
+from videomamba.fileio import atomic_write_text  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -123,7 +122,7 @@ def main(argv=None) -> dict:
         rows.append(row)
         p = row["parts_s"]
         print(f"{row['id']}: {rec.get('status')} {(row['median_s'] or float('nan')):.3f} s"
-              + "".join(f", {k} {p[k]:.3f}" for k in PARTS if k in p), flush=True)
+              + "".join(f", {k} {p[k]:.3f}" for k in SPLIT_PARTS if k in p), flush=True)
     data = {"script": "benchmarks/breakdown.py",
             "command": "python benchmarks/breakdown.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "wall_s": time.time() - t0,

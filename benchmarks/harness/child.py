@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -314,6 +315,8 @@ MATMUL_OPS = frozenset({"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm",
 # the compiled kernels' entry points (videomamba/ops/csrc) and the part each one is counted in
 KERNEL_PARTS = {"fwd": "scan_kernel", "bwd": "scan_kernel", "conv_fwd": "conv_kernel",
                 "conv_bwd": "conv_kernel", "rms_norm_fwd": "norm_kernel", "rms_norm_bwd": "norm_kernel"}
+# the parts of time_split, in the order reports list them
+SPLIT_PARTS = ("scan_kernel", "matmul", "conv_kernel", "norm_kernel", "other_ops", "rest")
 
 
 def time_split(step, passes: int) -> dict:
@@ -364,8 +367,7 @@ def time_split(step, passes: int) -> dict:
             if hasattr(mod, name):
                 saved[name] = getattr(mod, name)
                 setattr(mod, name, wrap(name, saved[name], part))
-    parts = ("scan_kernel", "conv_kernel", "norm_kernel", "matmul", "other_ops", "rest")
-    runs = {p: [] for p in parts}
+    runs = {p: [] for p in SPLIT_PARTS}
     walls = []
     try:
         for _ in range(max(1, passes)):
@@ -376,20 +378,16 @@ def time_split(step, passes: int) -> dict:
                 step()
             wall = time.perf_counter() - t0
             walls.append(wall)
-            for p in parts[:-1]:
+            for p in SPLIT_PARTS[:-1]:
                 runs[p].append(acc.get(p, 0.0))
             runs["rest"].append(max(wall - sum(acc.values()), 0.0))
     finally:
         for name, fn in saved.items():
             setattr(mod, name, fn)
 
-    def med(xs):
-        xs = sorted(xs)
-        n = len(xs)
-        return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
-
     top = sorted(per_op.items(), key=lambda kv: -kv[1])[:12]
-    return {"passes": len(walls), "wall_s": med(walls), "parts_s": {p: med(v) for p, v in runs.items()},
+    return {"passes": len(walls), "wall_s": statistics.median(walls),
+            "parts_s": {p: statistics.median(v) for p, v in runs.items()},
             "kernels_loaded": mod is not None,
             "top_ops": [{"op": k, "s": v} for k, v in top]}
 

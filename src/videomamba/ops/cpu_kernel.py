@@ -147,9 +147,9 @@ def staged_sources(directory: str, sources=None) -> list[str]:
     """Copies of ``sources`` (default :data:`SOURCES`) in ``directory/src``, written only where missing or different.
 
     torch's loader writes the sources' absolute paths into the build directory's ninja file, and
-    ninja rebuilds when they change: two checkouts (or installs) of the same code sharing the
-    cache would then rebuild the kernels in every process that alternates between them (20 s and
-    the compiler's 0.9 GB each time). The build directory is named after the sources' content, so
+    ninja rebuilds when they change: two checkouts of the same code in one environment would then
+    rebuild the kernels in every process that alternates between them (20 s and the compiler's
+    0.9 GB each time). The build directory is named after the sources' content, so
     compiling from copies inside it gives every such process the same paths."""
     from ..fileio import atomic_path
 
